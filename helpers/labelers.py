@@ -70,7 +70,12 @@ def _segments(text: str) -> list[str]:
     """Lines and sentences of a response, to find where an answer turns into new questions."""
     parts = []
     for line in text.splitlines():
-        parts += [p for p in re.split(r"(?<=[.?!])\s+", line) if p.strip()]
+        pieces = [p for p in re.split(r"(?<=[.?!])\s+", line) if p.strip()]
+        for piece in pieces:  # keep "2." together with the question it numbers
+            if parts and re.fullmatch(r"\d+[.)]", parts[-1]):
+                parts[-1] += " " + piece
+            else:
+                parts.append(piece)
     return parts
 
 
