@@ -1,0 +1,50 @@
+"""Evaluation: mismatch rate, per-family means and win rates on hand-built judgments."""
+
+import pytest
+
+from helpers import evaluation as ev
+from helpers.world import Example
+
+ADD = Example("What is 34 plus 12?", "46", "arithmetic", {"a": 34, "b": 12, "op": "plus", "answer": 46})
+NEG = Example('Is this review positive or negative? "The tea was cold."', "Negative.", "sentiment",
+              {"label": "negative"})
+
+
+def test_objective_mismatch_counts_responses_that_ask_instead_of_answer():
+    examples = [ADD, ADD, NEG, NEG]
+    responses = ["What is 8 plus 2?", "46", "Is this review positive or negative? x", "Negative. Why?"]
+    # the first and third open with a new question; the fourth answers first
+    assert ev.objective_mismatch_rate(examples, responses) == pytest.approx(0.5)
+
+
+def test_by_family_means():
+    stats = ev.by_family([ADD, ADD, NEG], ["46", "What is 1 plus 1?", "Negative."])
+    assert stats["arithmetic"].n == 2
+    assert stats["arithmetic"].score == pytest.approx(0.5)
+    assert stats["sentiment"].score == pytest.approx(1.0)
+
+
+def test_judgments_and_win_rate_by_hand():
+    a = [1.0, 0.5, 0.2, 0.7]
+    b = [0.0, 0.5, 0.9, 0.1]
+    assert ev.judgments(a, b) == [1.0, 0.5, 0.0, 1.0]
+    mean, lo, hi = ev.win_rate(a, b, n_boot=500)
+    assert mean == pytest.approx(2.5 / 4)
+    assert 0.0 <= lo <= mean <= hi <= 1.0
+
+
+def test_bootstrap_interval_shrinks_with_more_prompts_and_is_reproducible():
+    few = [1.0, 0.0] * 10
+    many = [1.0, 0.0] * 500
+    _, lo_f, hi_f = ev.bootstrap_ci(few, seed=1)
+    _, lo_m, hi_m = ev.bootstrap_ci(many, seed=1)
+    assert (hi_m - lo_m) < (hi_f - lo_f) / 4
+    # the 95% interval of a fair coin over 1000 prompts is about +/- 3.1 points
+    assert hi_m - lo_m == pytest.approx(2 * 1.96 * (0.25 / 1000) ** 0.5, abs=0.01)
+    assert ev.bootstrap_ci(few, seed=1) == ev.bootstrap_ci(few, seed=1)
+
+
+def test_few_shot_prompt_and_answer_cut():
+    text = ev.few_shot_prompt("What is 2 plus 2?", [ADD])
+    assert text == "Question: What is 34 plus 12?\nAnswer: 46\n\nQuestion: What is 2 plus 2?\nAnswer:"
+    assert ev.few_shot_answer(" 4\n\nQuestion: What is 3 plus 3?") == "4"
