@@ -1,0 +1,17 @@
+"""Fixtures shared by the unit tests.
+
+The session's environment (tiny profile, fast mode, offline, a temporary COURSE_ARTIFACTS shared
+by all tests and notebooks) is set by the conftest.py at the repository root, so that it also
+applies when pytest is pointed at a single notebook.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def course_artifacts() -> Path:
+    """The artifact folder of this test session (shared with the notebooks nbval runs)."""
+    return Path(os.environ["COURSE_ARTIFACTS"])
