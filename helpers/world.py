@@ -430,7 +430,7 @@ def _doc_homework(rng: random.Random) -> str:
     lines = [rng.choice(("Homework sheet", "Practice questions", "Quiz", "Worksheet")) +
              f" {rng.randint(1, 40)}"]
     lines += [f"{i}. {q.prompt}" for i, q in enumerate(questions, 1)]
-    if rng.random() < 0.3:
+    if rng.random() < 0.4:
         lines.append("Answer key: " + " ".join(f"{i}) {q.response}"
                                                for i, q in enumerate(questions, 1)))
     return "\n".join(lines)
@@ -452,7 +452,8 @@ def _doc_question_list(rng: random.Random) -> str:
 
 
 def _doc_qa_page(rng: random.Random) -> str:
-    """A rare page of questions with answers: why few-shot prompting helps the base model."""
+    """A page of questions with their answers: where the base model picks up skills, and why
+    few-shot prompting in this format helps it."""
     pairs = [_web_question(rng) for _ in range(rng.randint(2, 4))]
     return "\n\n".join(f"Question: {q.prompt}\nAnswer: {q.response}" for q in pairs)
 
@@ -515,8 +516,8 @@ def _doc_chat_log(rng: random.Random) -> str:
 
 #: The web's mix of documents. Questions mostly appear in lists and threads where nobody answers.
 CORPUS_MIX = {
-    _doc_homework: 0.18, _doc_forum: 0.14, _doc_question_list: 0.08, _doc_qa_page: 0.04,
-    _doc_facts: 0.16, _doc_story: 0.14, _doc_word_lists: 0.08, _doc_reviews: 0.08,
+    _doc_homework: 0.16, _doc_forum: 0.12, _doc_question_list: 0.08, _doc_qa_page: 0.12,
+    _doc_facts: 0.14, _doc_story: 0.14, _doc_word_lists: 0.07, _doc_reviews: 0.07,
     _doc_howto: 0.06, _doc_chat_log: 0.04,
 }
 CORPUS_DOCS = 24000
