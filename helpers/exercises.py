@@ -290,7 +290,7 @@ def _same_behaviour(a: Outcome, b: Outcome, case: Case) -> bool:
 
 
 def _student_line(error: BaseException, fn: Callable) -> str:
-    """'line 7: loss = ...' for the deepest frame of the student's own code, if it can be found."""
+    """'at line 7: loss = ...' for the deepest frame of the student's own code, if it can be found."""
     frames = traceback.extract_tb(error.__traceback__)
     filename = getattr(getattr(fn, "__code__", None), "co_filename", None)
     own = [f for f in frames if f.filename == filename] if filename else []
@@ -300,7 +300,7 @@ def _student_line(error: BaseException, fn: Callable) -> str:
         return ""
     frame = own[-1]
     code = (frame.line or "").strip()
-    return f"line {frame.lineno} of your function: {code}" if code else f"line {frame.lineno} of your function"
+    return f"at line {frame.lineno}: {code}" if code else f"at line {frame.lineno}"
 
 
 @dataclass
