@@ -18,9 +18,24 @@ How a hint is chosen: each exercise lists known bugs as small buggy variants of 
 compared with each variant's outputs on the same inputs; the variant it agrees with best names the
 bug. That is more specific than a generic "wrong value", and a test checks every variant is caught.
 
-Adding an exercise: write its cases (inputs builders) and buggy variants next to the others of its
-stage at the bottom of this file and call `register(Exercise(...))`; `tests/test_exercises.py`
-then checks automatically that the reference passes and every variant gets its own hint.
+Adding an exercise: at the bottom of this file, in its stage's section, write input builders and
+buggy variants, then register it. For example:
+
+    def _reward_loss_wrong_sign(chosen, rejected):
+        return -F.logsigmoid(rejected - chosen).mean()
+
+    register(Exercise(
+        name="pairwise_reward_loss", reference="helpers.reward:pairwise_loss",
+        difficulty=1, importance=3, minutes=10,
+        cases=[Case("4 pairs", lambda: {"chosen": torch.tensor([1.0, 0.2, -1.0, 3.0]).requires_grad_(),
+                                        "rejected": torch.tensor([0.0, 0.5, -2.0, 3.0])})],
+        bugs=[KnownBug("the loss must fall when chosen outscores rejected: logsigmoid(chosen - rejected)",
+                       _reward_loss_wrong_sign)],
+        hints=["The Bradley-Terry model: P(chosen preferred) = sigmoid(r_chosen - r_rejected)."],
+    ))
+
+`tests/test_exercises.py` then checks that the reference passes and that each variant fails with
+its own hint; if two variants give the same outputs on every case, add a case that separates them.
 """
 
 from __future__ import annotations
@@ -382,13 +397,17 @@ def _run_checks(name: str, fn: Callable) -> CheckResult:
         where = _student_line(outcome.error, fn)
         failure = f"On {case.description}, your function raised {what}" + (f"\n  ({where})" if where else "")
     else:
-        failure = f"On {case.description}: {outcome.problem or case.compare(outcome.summary, reference_outcomes[i].summary)}"
+        what = outcome.problem or case.compare(outcome.summary, reference_outcomes[i].summary)
+        failure = f"On {case.description}: {what}"
 
     bug = _recognise_bug(exercise, student_outcomes, reference_outputs, failing)
     if bug is not None:
         advice = bug.hint
     elif outcome.problem is not None and outcome.problem.startswith("your function returned None"):
         advice = "end your function with `return <the result>`"
+    elif outcome.error is not None and any(w in str(outcome.error).lower() for w in ("size", "shape", "dimension")):
+        advice = ("a shape mismatch: print the .shape of each tensor used on that line and compare it with what "
+                  "the function you call expects")
     else:
         advice = exercise.hints[0] if exercise.hints else ""
     return CheckResult(name, "failed", total - len(failing), total, failure, advice, bug)
@@ -574,7 +593,8 @@ register(Exercise(
         Case("one sequence without padding", _lm_batch([6], 6, 7, left_pad=False, seed=1)),
         Case("a batch of 3 with right padding", _lm_batch([6, 4, 2], 6, 7, left_pad=False, seed=2)),
         Case("a batch of 3 with left padding", _lm_batch([5, 6, 3], 6, 7, left_pad=True, seed=3)),
-        Case("a batch whose second row has one real token (nothing to predict)", _lm_batch([5, 1], 5, 4, left_pad=False, seed=4)),
+        Case("a batch whose second row has one real token (nothing to predict)",
+             _lm_batch([5, 1], 5, 4, left_pad=False, seed=4)),
         Case("a batch of 4 with a 50-token vocabulary", _lm_batch([12, 9, 11, 3], 12, 50, left_pad=False, seed=5)),
     ],
     bugs=[

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
-
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
@@ -29,7 +28,8 @@ STAGE_COLORS: dict[str, str] = {
     "gold": "#222222",  # the gold labeler / reference lines
 }
 _OTHER_COLORS = ["#56B4E9", "#F0E442", "#999999", "#882255", "#44AA99"]
-GREY = "#B8BEC6"
+GREY = "#B8BEC6"  # a step of the diagram that is not the current one
+_CYCLE_ORDER = ("sft", "rm", "ppo", "ppo-ptx", "dpo", "base")
 
 
 def stage_color(name: str, index: int = 0) -> str:
@@ -53,7 +53,7 @@ def use_course_style() -> None:
         "ytick.labelsize": 10,
         "legend.fontsize": 10,
         "legend.frameon": False,
-        "axes.prop_cycle": matplotlib.cycler(color=[STAGE_COLORS[k] for k in ("sft", "rm", "ppo", "ppo-ptx", "base", "dpo")]),
+        "axes.prop_cycle": matplotlib.cycler(color=[STAGE_COLORS[k] for k in _CYCLE_ORDER]),
         "axes.spines.top": False,
         "axes.spines.right": False,
         "axes.grid": True,
