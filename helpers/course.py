@@ -23,12 +23,12 @@ import json
 import os
 import re
 import sys
-import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.config import PROFILES, ROOT, settings
+from helpers.results import FORMATS_KEY, RESULTS_FILE_ENV
 
 NOTEBOOKS_DIR = ROOT / "notebooks"
 RUNS_DIR = ROOT / "runs"
@@ -79,6 +79,7 @@ class NotebookRun:
     ok: bool
     seconds: float
     figures: dict = field(default_factory=dict)  # what the notebook recorded with results.record
+    formats: dict = field(default_factory=dict)  # name -> str.format pattern chosen by the notebook
     error: str | None = None  # "ValueError: ..." for a failed notebook
     failed_cell: int | None = None  # 1-based position of the failing cell in the notebook
     failed_source: str | None = None  # first line of that cell's code
@@ -89,13 +90,20 @@ def results_file(runs_dir: Path, notebook: Path) -> Path:
     return Path(runs_dir) / f"{notebook.stem}.results.json"
 
 
-def read_results(path: Path) -> dict:
-    """The key figures a notebook recorded; {} when it recorded none (or the file is broken)."""
+def read_results(path: Path) -> tuple[dict, dict]:
+    """The key figures a notebook recorded and their display formats ({} and {} when none).
+
+    The file is written by ``helpers.results.record``: names to values, plus the reserved key
+    ``_formats`` mapping some names to a ``str.format`` pattern such as ``"{:.0%}"``.
+    """
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return {}, {}
+    if not isinstance(data, dict):
+        return {}, {}
+    formats = data.pop(FORMATS_KEY, None)
+    return data, formats if isinstance(formats, dict) else {}
 
 
 def _current_env_kernel_manager():
@@ -155,6 +163,7 @@ def run_notebook(
     runs_dir.mkdir(parents=True, exist_ok=True)
     out_path = runs_dir / path.name
     results = results_file(runs_dir, path)
+    lock = results.with_name(results.name + ".lock")  # results.record locks the file while writing
     results.unlink(missing_ok=True)  # figures from an earlier run must not pass for this one's
 
     nb = nbformat.read(path, as_version=4)
@@ -181,7 +190,7 @@ def run_notebook(
         on_cell_error=on_cell_error,
     )
     kernel_env = dict(os.environ if env is None else env)
-    kernel_env["COURSE_RESULTS_FILE"] = str(results)
+    kernel_env[RESULTS_FILE_ENV] = str(results)
 
     start = time.perf_counter()
     error = None
@@ -201,12 +210,15 @@ def run_notebook(
         bar.close()
     seconds = time.perf_counter() - start
     nbformat.write(nb, out_path)  # also when it failed: the copy shows the traceback
+    figures, formats = read_results(results)
+    lock.unlink(missing_ok=True)
 
     run = NotebookRun(
         name=path.name,
         ok=error is None,
         seconds=seconds,
-        figures=read_results(results),
+        figures=figures,
+        formats=formats,
         error=error,
         output=out_path,
     )
@@ -231,8 +243,14 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def format_value(value) -> str:
-    """A key figure as a short string: 3 significant digits for floats."""
+def format_value(value, fmt: str | None = None) -> str:
+    """A key figure as a short string: the notebook's own format if it gave one, else 3
+    significant digits for floats."""
+    if fmt:
+        try:
+            return fmt.format(value)
+        except (ValueError, TypeError, IndexError, KeyError):
+            pass
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -249,11 +267,12 @@ def format_value(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def format_figures(figures: dict, width: int = 60) -> list[str]:
+def format_figures(figures: dict, width: int = 60, formats: dict | None = None) -> list[str]:
     """``name=value`` items, wrapped to lines of at most ``width`` characters."""
     if not figures:
         return ["-"]
-    items = [f"{name}={format_value(value)}" for name, value in figures.items()]
+    formats = formats or {}
+    items = [f"{name}={format_value(value, formats.get(name))}" for name, value in figures.items()]
     lines, line = [], ""
     for item in items:
         candidate = f"{line}, {item}" if line else item
@@ -281,7 +300,7 @@ def format_summary(runs: list[NotebookRun], figures_width: int = 60) -> str:
         row("-" * name_w, "-" * status_w, "-" * time_w, "-" * min(figures_width, 40)),
     ]
     for r in runs:
-        fig_lines = format_figures(r.figures, figures_width)
+        fig_lines = format_figures(r.figures, figures_width, r.formats)
         status = "ok" if r.ok else "FAILED"
         lines.append(row(r.name, status, format_duration(r.seconds), fig_lines[0]))
         lines.extend((pad + extra).rstrip() for extra in fig_lines[1:])

@@ -75,6 +75,8 @@ def test_format_value():
     assert course.format_value(42) == "42"
     assert course.format_value(True) == "yes"
     assert course.format_value("gpt2-tiny") == "gpt2-tiny"
+    assert course.format_value(0.714, "{:.0%}") == "71%"
+    assert course.format_value("n/a", "{:.0%}") == "n/a"  # a format that does not fit is ignored
     assert course.format_value([0.5, 0.25]) == "[0.5, 0.25]"
     long = course.format_value({"a": list(range(50))})
     assert len(long) == 40 and long.endswith("...")
@@ -128,16 +130,19 @@ def test_run_notebook_records_figures_and_reports_the_failing_cell(tmp_path):
     nbs, runs_dir = tmp_path / "notebooks", tmp_path / "runs"
     nbs.mkdir()
     record = (
-        "import json, os\n"
-        "path = os.environ['COURSE_RESULTS_FILE']\n"
-        "json.dump({'answer': 42, 'fast': os.environ.get('COURSE_FAST')}, open(path, 'w'))"
+        "from helpers.results import record\n"
+        "record('answer', 42)\n"
+        "record('sft/win_rate', 0.714, fmt='{:.0%}')"
     )
     good = write_notebook(nbs / "00_good.ipynb", record, "print('hello')")
     bad = write_notebook(nbs / "01_bad.ipynb", "x = 1", "# the bug\nraise ValueError('boom')", "y = 2")
 
     ok = course.run_notebook(good, runs_dir, timeout=60, progress=False)
     assert ok.ok and ok.error is None and ok.failed_cell is None
-    assert ok.figures["answer"] == 42
+    assert ok.figures == {"answer": 42, "sft/win_rate": 0.714}
+    assert ok.formats == {"sft/win_rate": "{:.0%}"}
+    assert course.format_figures(ok.figures, formats=ok.formats) == ["answer=42, sft/win_rate=71%"]
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["00_good.ipynb", "00_good.results.json"]
     executed = nbformat.read(runs_dir / "00_good.ipynb", as_version=4)
     assert executed.cells[2].outputs[0]["text"] == "hello\n"  # outputs kept in the copy
     assert nbformat.read(good, as_version=4).cells[2].outputs == []  # the original stays clean
