@@ -714,3 +714,202 @@ register(Exercise(
         "Handle temperature == 0 first with logits.argmax(dim=-1), before any division.",
     ],
 ))
+
+
+# --- Step 1: supervised fine-tuning (notebook 02) --------------------------------------------
+
+
+def _sft_batch(rows: list[tuple[int, int]], seq: int, vocab: int, seed: int) -> Callable[[], dict]:
+    """A left-padded chat batch: each row has `pad` padding tokens, a prompt, then an answer.
+
+    rows: (prompt_length, answer_length) per row; the rest of `seq` is left padding.
+    """
+
+    def make() -> dict:
+        g = torch.Generator().manual_seed(seed)
+        logits = torch.randn(len(rows), seq, vocab, generator=g).requires_grad_()
+        input_ids = torch.randint(0, vocab - 1, (len(rows), seq), generator=g)
+        attention_mask = torch.zeros(len(rows), seq, dtype=torch.long)
+        assistant_mask = torch.zeros(len(rows), seq, dtype=torch.long)
+        for r, (prompt, answer) in enumerate(rows):
+            start = seq - prompt - answer
+            attention_mask[r, start:] = 1
+            assistant_mask[r, seq - answer:] = 1
+        input_ids[attention_mask == 0] = vocab - 1
+        return {"logits": logits, "input_ids": input_ids, "attention_mask": attention_mask,
+                "assistant_mask": assistant_mask}
+
+    return make
+
+
+def _sft_all_tokens(logits, input_ids, attention_mask, assistant_mask):
+    return _ntl_reference(logits, input_ids, attention_mask)
+
+
+def _sft_no_shift(logits, input_ids, attention_mask, assistant_mask):
+    counted = (assistant_mask * attention_mask).float()
+    return (_token_losses(logits, input_ids) * counted).sum() / counted.sum()
+
+
+def _sft_padding_in_mean(logits, input_ids, attention_mask, assistant_mask):
+    counted = (assistant_mask[:, 1:] * attention_mask[:, 1:]).float()
+    per_token = _token_losses(logits[:, :-1], input_ids[:, 1:])
+    return (per_token * counted).sum() / attention_mask[:, 1:].sum()
+
+
+def _sft_prompt_in_mean(logits, input_ids, attention_mask, assistant_mask):
+    counted = (assistant_mask[:, 1:] * attention_mask[:, 1:]).float()
+    per_token = _token_losses(logits[:, :-1], input_ids[:, 1:])
+    return (per_token * counted).sum() / counted.numel()
+
+
+def _sft_mask_unshifted(logits, input_ids, attention_mask, assistant_mask):
+    counted = (assistant_mask[:, :-1] * attention_mask[:, :-1]).float()
+    per_token = _token_losses(logits[:, :-1], input_ids[:, 1:])
+    return (per_token * counted).sum() / counted.sum()
+
+
+def _ntl_reference(logits, input_ids, attention_mask):
+    from helpers.pretrain import next_token_loss
+
+    return next_token_loss(logits, input_ids, attention_mask)
+
+
+register(Exercise(
+    name="masked_sft_loss",
+    reference="helpers.sft:masked_sft_loss",
+    difficulty=2, importance=3, minutes=10,
+    cases=[
+        Case("one conversation, no padding", _sft_batch([(4, 3)], 7, 9, seed=21)),
+        Case("three conversations, left padded", _sft_batch([(3, 2), (4, 4), (2, 1)], 9, 9, seed=22)),
+        Case("a long prompt and a one-token answer", _sft_batch([(7, 1), (2, 5)], 8, 12, seed=23)),
+        Case("four conversations, 40-token vocabulary", _sft_batch([(5, 4), (3, 6), (6, 2), (2, 2)], 10, 40, seed=24)),
+    ],
+    bugs=[
+        KnownBug("prompt tokens are not masked: the loss must count only the assistant's tokens "
+                 "(multiply by assistant_mask)", _sft_all_tokens),
+        KnownBug("labels are not shifted: the logits at position t predict token t+1, so compare "
+                 "logits[:, :-1] with input_ids[:, 1:] (and shift the masks the same way)", _sft_no_shift),
+        KnownBug("padding is counted in the mean: divide by the number of assistant tokens, "
+                 "not by every real token", _sft_padding_in_mean),
+        KnownBug("you divide by every position of the batch (prompt and padding included): divide by "
+                 "the number of counted assistant tokens", _sft_prompt_in_mean),
+        KnownBug("the masks must line up with the targets: use assistant_mask[:, 1:] and "
+                 "attention_mask[:, 1:], not [:, :-1]", _sft_mask_unshifted),
+    ],
+    hints=[
+        "This is the next-token loss of notebook 01 with one more mask: only the assistant's tokens "
+        "are targets.",
+        "counted = assistant_mask[:, 1:] * attention_mask[:, 1:] marks the targets that count.",
+        "Per-token cross-entropy of logits[:, :-1] against input_ids[:, 1:], times counted, summed, "
+        "divided by counted.sum().",
+    ],
+))
+
+
+# --- Step 2: rankings and the reward model (notebooks 03 and 04) -----------------------------
+
+
+def _pairs_inputs(ranks: list[int]) -> Callable[[], dict]:
+    return lambda: {"ranks": list(ranks)}
+
+
+def _as_pair_set(pairs, inputs) -> list:
+    if not isinstance(pairs, (list, tuple, set)):
+        raise TypeError(f"expected a list of (winner, loser) pairs, got {type(pairs).__name__}")
+    return sorted(tuple(int(x) for x in p) for p in pairs)
+
+
+def _pairs_keep_ties(ranks):
+    return [(i, j) if ranks[i] <= ranks[j] else (j, i)
+            for i in range(len(ranks)) for j in range(i + 1, len(ranks))]
+
+
+def _pairs_reversed(ranks):
+    return [(j, i) if ranks[i] < ranks[j] else (i, j)
+            for i in range(len(ranks)) for j in range(i + 1, len(ranks)) if ranks[i] != ranks[j]]
+
+
+def _pairs_adjacent_only(ranks):
+    order = sorted(range(len(ranks)), key=lambda i: ranks[i])
+    return [(a, b) for a, b in zip(order, order[1:]) if ranks[a] < ranks[b]]
+
+
+register(Exercise(
+    name="preference_pairs",
+    reference="helpers.labelers:preference_pairs",
+    difficulty=1, importance=3, minutes=10,
+    cases=[
+        Case("A > B > C > D (ranks [1, 2, 3, 4])", _pairs_inputs([1, 2, 3, 4]), _as_pair_set, exact()),
+        Case("D > C > A = B (ranks [3, 3, 2, 1])", _pairs_inputs([3, 3, 2, 1]), _as_pair_set, exact()),
+        Case("two responses tied for first of five", _pairs_inputs([1, 1, 3, 4, 5]), _as_pair_set, exact()),
+        Case("all tied", _pairs_inputs([1, 1, 1]), _as_pair_set, exact()),
+    ],
+    bugs=[
+        KnownBug("tied responses carry no preference: drop pairs with equal ranks", _pairs_keep_ties),
+        KnownBug("rank 1 is the best: the winner of a pair is the response with the SMALLER rank",
+                 _pairs_reversed),
+        KnownBug("every two responses form a pair, not only neighbours in the ranking: K = 4 gives "
+                 "C(4, 2) = 6 pairs", _pairs_adjacent_only),
+    ],
+    hints=[
+        "Loop over every unordered pair i < j (itertools.combinations(range(K), 2)).",
+        "If ranks[i] < ranks[j], response i won: append (i, j); if ranks[j] < ranks[i], append (j, i); "
+        "equal ranks: skip.",
+    ],
+))
+
+
+def _rm_inputs(rewards: list[float], ranks: list[int]) -> Callable[[], dict]:
+    def make() -> dict:
+        from helpers.labelers import preference_pairs
+
+        return {"rewards": torch.tensor(rewards).requires_grad_(), "pairs": preference_pairs(ranks)}
+    return make
+
+
+def _rm_wrong_sign(rewards, pairs):
+    w = torch.tensor([a for a, _ in pairs]); l = torch.tensor([b for _, b in pairs])  # noqa: E702
+    return -F.logsigmoid(rewards[l] - rewards[w]).mean()
+
+
+def _rm_sum(rewards, pairs):
+    w = torch.tensor([a for a, _ in pairs]); l = torch.tensor([b for _, b in pairs])  # noqa: E702
+    return -F.logsigmoid(rewards[w] - rewards[l]).sum()
+
+
+def _rm_no_log(rewards, pairs):
+    w = torch.tensor([a for a, _ in pairs]); l = torch.tensor([b for _, b in pairs])  # noqa: E702
+    return -torch.sigmoid(rewards[w] - rewards[l]).mean()
+
+
+def _rm_positive(rewards, pairs):
+    w = torch.tensor([a for a, _ in pairs]); l = torch.tensor([b for _, b in pairs])  # noqa: E702
+    return F.logsigmoid(rewards[w] - rewards[l]).mean()
+
+
+register(Exercise(
+    name="ranking_loss",
+    reference="helpers.reward:ranking_loss",
+    difficulty=2, importance=3, minutes=10,
+    cases=[
+        Case("K = 4, a full ranking (6 pairs)", _rm_inputs([0.5, -0.2, 1.5, 0.1], [2, 4, 1, 3])),
+        Case("K = 4 with a tie (5 pairs)", _rm_inputs([1.0, 0.7, -0.3, 2.0], [3, 3, 2, 1])),
+        Case("K = 2 (1 pair)", _rm_inputs([0.3, 0.9], [1, 2])),
+        Case("K = 6, rewards far apart", _rm_inputs([4.0, -3.0, 0.0, 2.5, -1.0, 1.0], [1, 6, 4, 2, 5, 3])),
+    ],
+    bugs=[
+        KnownBug("sign error: the preferred response should score higher, so the loss is "
+                 "-log sigmoid(r_w - r_l), not -log sigmoid(r_l - r_w)", _rm_wrong_sign),
+        KnownBug("divide by the number of pairs, C(K, 2): the paper's 1 / C(K, 2) keeps a prompt with "
+                 "many responses from outweighing the others", _rm_sum),
+        KnownBug("take the log: the loss is -log sigmoid(r_w - r_l) (the log-likelihood of the "
+                 "labeler's choice under the Bradley-Terry model)", _rm_no_log),
+        KnownBug("a loss must be minimised: put a minus sign in front of log sigmoid", _rm_positive),
+    ],
+    hints=[
+        "Bradley-Terry: the probability that the labeler prefers w over l is sigmoid(r_w - r_l).",
+        "Gather r_w and r_l with index tensors built from the pairs, then "
+        "-F.logsigmoid(r_w - r_l).mean().",
+    ],
+))
