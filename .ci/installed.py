@@ -11,14 +11,18 @@ import sys
 import tomllib
 from pathlib import Path
 
-from packaging.requirements import Requirement
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def fail(reason: str) -> None:
     print(f"needs install: {reason}")
     sys.exit(1)
+
+
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # a fresh machine: nothing is installed yet
+    fail("packaging is not installed")
 
 
 project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
