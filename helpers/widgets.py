@@ -181,7 +181,7 @@ class _ResponseRow:
 
     def __init__(self, index: int, on_change):
         self.index = index
-        self.text = W.HTML(layout=W.Layout(flex="1 1 auto", width="auto"))
+        self.text = W.HTML(layout=W.Layout(width="100%"))
         self.text.add_class(f"ranking-response-{index}")
         self.rank = W.Dropdown(options=[("-", NO_RANK)], value=NO_RANK, description="rank",
                                style={"description_width": "initial"},
@@ -192,22 +192,24 @@ class _ResponseRow:
         self.flags = {}
         for name in FLAGS:
             box = W.Checkbox(value=False, description=FLAG_LABELS[name], indent=False,
-                             layout=W.Layout(width="auto"))
+                             layout=W.Layout(width="auto", margin="0 0 0 16px"))
             box.add_class(f"flag-{name}-{index}")
             self.flags[name] = box
-        controls = W.VBox([self.rank, *self.flags.values()], layout=W.Layout(width="220px",
-                                                                              min_width="220px"))
-        self.box = W.HBox([self.text, controls], layout=W.Layout(
-            border="1px solid #d0d7de", padding="4px 8px", margin="4px 0", width="100%"))
+        # The response, then one line of controls under it: compact enough for a laptop screen.
+        controls = W.HBox([self.rank, *self.flags.values()],
+                          layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        self.box = W.VBox([self.text, controls], layout=W.Layout(
+            border="1px solid #d0d7de", padding="2px 8px", margin="3px 0", width="100%"))
         self.box.add_class(f"ranking-row-{index}")
 
     def show(self, response: str, k: int, ranks: list[int] | None = None,
              flags: dict | None = None) -> None:
         self.text.value = (
-            f"<div><b>{letter(self.index)}</b></div>"
-            "<pre style='white-space: pre-wrap; word-break: break-word; margin: 2px 0; "
+            "<div style='display: flex; align-items: flex-start; gap: 8px'>"
+            f"<span style='font-size: 1.2em; padding-top: 2px'><b>{letter(self.index)}</b></span>"
+            "<pre style='flex: 1; white-space: pre-wrap; word-break: break-word; margin: 0; "
             "max-height: 16em; overflow: auto; background: #f6f8fa; padding: 4px;'>"
-            f"{html.escape(response) or '<i>(empty response)</i>'}</pre>")
+            f"{html.escape(response) or '<i>(empty response)</i>'}</pre></div>")
         # Reset the value first so that the new options always contain it.
         self.rank.value = NO_RANK
         self.rank.options = [("-", NO_RANK)] + [(str(r), r) for r in range(1, k + 1)]
@@ -465,7 +467,7 @@ class RankingWidget:
         self.progress.value = f"{self.n_ranked} / {n} ranked"
         if self.current_index is None:
             self.prompt_html.value = ("<div style='padding: 8px; background: #dafbe1'><b>Done!</b> "
-                                      f"{html.escape(self.summary())}</div>")
+                                      f"Every prompt is ranked: {n} / {n}.</div>")
             for row in self.rows:
                 row.set_enabled(False)
                 row.hide()
