@@ -11,6 +11,14 @@ labelers (and the paper's 72.6% inter-labeler agreement); ``rank_remaining`` let
 labelers rank whatever the student left.
 
 Only widgets and attributes that exist in both ipywidgets 7.7 (Colab) and 8.x are used.
+
+In a notebook::
+
+    team = labelers.labeler_team()
+    ranker = widgets.RankingWidget(items[:10], "rankings/student.jsonl")  # items: (example, [K responses])
+    ranker                                  # rank in the cell output; rerun later to carry on
+    print(widgets.agreement_report(ranker.rankings, items, team))
+    rankings = widgets.rank_remaining(items, "rankings/student.jsonl", team)  # the rest
 """
 
 from __future__ import annotations
@@ -22,7 +30,6 @@ import json
 import math
 import os
 import tempfile
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 

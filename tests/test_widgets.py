@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import labelers, widgets, world
+from helpers import labelers, widgets
 from helpers.labelers import Ranking
 
 REPO = Path(__file__).resolve().parents[1]
