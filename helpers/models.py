@@ -1,0 +1,142 @@
+"""The course's models: a GPT-2 built from a config, and the reward/value model made from it.
+
+Every model is a ``transformers`` model, saved with ``save_pretrained`` and loaded with
+``from_pretrained``, so the tiny profile runs the same code as the gpu profile (a hub model).
+
+Sizes. The tiny profile must train on a 2-core CPU in minutes, yet be large enough to partly
+learn the Instruction World's tasks (so SFT is imperfect and RLHF has something to improve):
+
+* ``tiny`` (about 1M parameters: 4 layers, 4 heads, width 128) is the course's main model. Its
+  pretraining (base stage) takes about 3 minutes on a 2-core CPU.
+* ``big`` (about 5x the parameters: 6 layers, 8 heads, width 256), trained on the same corpus
+  with the same recipe, plays GPT-3 175B in "a small aligned model beats a big base model".
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """The shape of a GPT-2 (names as in ``GPT2Config``)."""
+
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_positions: int = 256  # longest sequence; prompts and replies of the world fit easily
+    # Dropout is off by default: the models are small and see each pretraining block about
+    # once, so they underfit rather than overfit. It also keeps PPO's probability ratios exact
+    # (dropout makes two forward passes of the same model disagree).
+    dropout: float = 0.0
+
+
+MODEL_SIZES: dict[str, ModelSize] = {
+    "tiny": ModelSize(n_layer=4, n_head=4, n_embd=128),
+    "big": ModelSize(n_layer=6, n_head=8, n_embd=256),
+}
+
+
+def model_size(size: str | ModelSize) -> ModelSize:
+    if isinstance(size, ModelSize):
+        return size
+    if size not in MODEL_SIZES:
+        raise ValueError(f"Unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
+    return MODEL_SIZES[size]
+
+
+def build_causal_lm(tokenizer, size: str | ModelSize = "tiny") -> GPT2LMHeadModel:
+    """A freshly initialized GPT-2 whose vocabulary and special tokens match ``tokenizer``."""
+    shape = model_size(size)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),  # len() counts the added special tokens too
+        n_positions=shape.n_positions,
+        n_embd=shape.n_embd,
+        n_layer=shape.n_layer,
+        n_head=shape.n_head,
+        resid_pdrop=shape.dropout,
+        embd_pdrop=shape.dropout,
+        attn_pdrop=shape.dropout,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        # pad_token_id is read by the sequence-classification head (reward and value models)
+        # to find the last real token of each row.
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,  # input and output embeddings share one matrix (GPT-2)
+    )
+    return GPT2LMHeadModel(config)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of distinct trainable parameters (a tied matrix counts once)."""
+    # parameters() yields a shared (tied) tensor only once
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, 2, ... counted over real tokens only.
+
+    With left padding a row's first real token sits at some column c > 0; it must still get
+    position 0, or the same text would look different to the model padded and unpadded. Pads
+    get position 0 (they are masked anyway).
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Hide transformers' per-file progress bars and notes while saving or loading a small model
+    (they flash by in well under a second and clutter a notebook's output)."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_causal_lm(path: str | Path, device: str | torch.device | None = None):
+    """A causal LM saved with ``save_pretrained`` (ours or a hub model's copy)."""
+    from transformers import AutoModelForCausalLM
+
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(str(path))
+    return model.to(device) if device is not None else model
+
+
+def load_reward_model(path: str | Path, device: str | torch.device | None = None):
+    """A scalar-output model initialized from a saved causal LM: the reward (or value) model.
+
+    ``AutoModelForSequenceClassification`` keeps the transformer and replaces the language-model
+    head (width -> vocabulary) with a fresh linear "score" head (width -> 1). The score of a
+    sequence is read at its last real token: GPT-2's head takes the rightmost token that is not
+    ``config.pad_token_id``, which is right for left and right padding alike as long as the pad
+    token differs from EOS (EOS ends every reply and must be readable).
+
+    Loading prints nothing about the new head: that it starts untrained is the point.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    with quiet_loading():  # also silences "score.weight newly initialized": expected here
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
+    if model.config.pad_token_id is None:
+        raise ValueError(
+            f"The model saved in {path} has no pad_token_id in its config, so the reward head "
+            "cannot tell padding from text. Save it with a tokenizer that has a pad token."
+        )
+    return model.to(device) if device is not None else model
+
+
+def describe_size(size: str | ModelSize) -> dict:
+    """The size's fields, for printing and for a stage's settings."""
+    return asdict(model_size(size))
