@@ -175,12 +175,41 @@ def train_sft(model, tokenizer, demos: list[Example], settings: SFTSettings,
         seed=settings.seed,
         data_seed=settings.seed,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=not progress,
+        disable_tqdm=True,  # our own bar below
         dataloader_num_workers=0,
     )
+    class ProgressBar(TrainerCallback):
+        """One tqdm bar with the latest losses, instead of the trainer's printed log dicts."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, desc="SFT", disable=not progress)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            postfix = {}
+            if history.train_loss:
+                postfix["loss"] = f"{history.train_loss[-1]:.3f}"
+            if history.val_loss:
+                postfix["val"] = f"{history.val_loss[-1]:.3f}"
+                postfix["gold"] = f"{history.gold_score[-1]:.2f}"
+            self.bar.set_postfix(postfix)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    import datasets
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    datasets.disable_progress_bars()  # the dataset preparation bars say nothing to a student
     trainer = SFTTrainer(model=model, args=config, train_dataset=_as_dataset(train),
                          eval_dataset=_as_dataset(held_out), processing_class=tokenizer,
-                         callbacks=[EpochProbe()])
+                         callbacks=[EpochProbe(), ProgressBar()])
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
     trainer.train()
     history.seconds = time.perf_counter() - started
@@ -193,3 +222,67 @@ def _scratch_dir():
     from pathlib import Path
 
     return Path(tempfile.mkdtemp(prefix="sft-"))
+
+
+# --------------------------------------------------------------------------------------------
+# Stage "sft": load_or_train("sft")
+# --------------------------------------------------------------------------------------------
+
+
+def _stage_settings(run) -> dict:
+    settings = SFTSettings.fast() if run.fast else SFTSettings()
+    settings.seed = run.seed
+    out = asdict(settings)
+    if run.profile == "gpu":  # a 135M model learns the format in far fewer steps
+        out.update(epochs=2 if not run.fast else 1, learning_rate=5e-5, batch_size=16,
+                   max_length=512)
+    out["demonstrations_seed"] = run.seed
+    return out
+
+
+def _train_stage(config: dict, inputs: dict, out_dir) -> dict:
+    import json
+
+    from helpers import world
+    from helpers.config import device
+    from helpers.models import load_causal_lm, quiet_loading
+
+    base = inputs["base"]
+    model = load_causal_lm(base.path, device())
+    tokenizer = base.tokenizer
+    fields = {k: config[k] for k in SFTSettings.__dataclass_fields__}
+    history = train_sft(model, tokenizer, world.demonstrations(seed=config["demonstrations_seed"]),
+                        SFTSettings(**fields))
+    with quiet_loading():
+        model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "history.json").write_text(json.dumps(history.as_dict()))
+    return {"val_loss": history.val_loss[-1] if history.val_loss else None,
+            "gold_score": history.gold_score[-1] if history.gold_score else None,
+            "seconds": round(history.seconds, 1)}
+
+
+def _load_stage(path, info):
+    from helpers.config import device
+    from helpers.models import load_causal_lm
+    from helpers.tokenizer import load_tokenizer
+
+    model = load_causal_lm(path, device())
+    model.eval()
+    return model, load_tokenizer(path)
+
+
+def _estimate(config: dict, run) -> str:
+    if run.fast:
+        return "a few seconds, fast mode"
+    return f"{config['epochs']} epochs, about 2 min on a 2-core CPU"
+
+
+def _register() -> None:
+    from helpers.stages import register_stage
+
+    register_stage("sft", _stage_settings, _train_stage, _load_stage, requires=("base",),
+                   version="1", estimate_fn=_estimate)
+
+
+_register()
