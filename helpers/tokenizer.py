@@ -77,7 +77,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048,
     bpe = Tokenizer(models.BPE())
     # Split on spaces and punctuation first (merges never cross a word boundary), then map each
     # byte to a printable character. add_prefix_space=False keeps decode(encode(x)) == x.
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Every digit is its own token: a model that sees "47" as one symbol must memorize sums
+    # like a table, while digit by digit it can learn how addition carries (as many LLM
+    # tokenizers do, e.g. LLaMA's).
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
     bpe.decoder = decoders.ByteLevel()
     # Offsets that point at the original characters: the chat template's assistant mask is
     # built from them.
