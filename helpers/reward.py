@@ -212,3 +212,143 @@ def heldout_accuracy(model, tokenizer, rankings: list[Ranking]) -> float:
 
 __all__ = ["ranking_loss", "pairwise_accuracy", "score", "raw_scores", "RMSettings",
            "train_reward_model", "set_demonstration_offset", "heldout_accuracy", "preference_pairs"]
+
+
+# --------------------------------------------------------------------------------------------
+# Stage "comparisons": K samples per prompt from the SFT model, ranked by simulated labelers
+# --------------------------------------------------------------------------------------------
+
+COMPARISONS_TRAIN = "rankings_train.jsonl"
+COMPARISONS_HELDOUT = "rankings_heldout.jsonl"
+
+
+def sample_for_ranking(model, tokenizer, examples, k: int = 4, temperature: float = 1.0,
+                       max_new_tokens: int = 48, seed: int = 0, progress: bool = True):
+    """K responses per prompt, sampled at temperature 1 as in the paper: (example, responses)."""
+    from helpers import generation
+
+    prompts = [e.prompt for e in examples for _ in range(k)]
+    texts = generation.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                temperature=temperature, seed=seed, progress=progress)
+    return [(e, texts[i * k:(i + 1) * k]) for i, e in enumerate(examples)]
+
+
+def _comparisons_settings(run) -> dict:
+    return {"n_prompts": 24 if run.fast else 1500, "heldout_prompts": 12 if run.fast else 300,
+            "k": 4, "temperature": 1.0, "max_new_tokens": 48, "n_labelers": 6, "seed": run.seed}
+
+
+def _train_comparisons(config: dict, inputs: dict, out_dir) -> dict:
+    from helpers import labelers, world
+
+    sft = inputs["sft"]
+    total = config["n_prompts"] + config["heldout_prompts"]
+    examples = world.prompts("rm", seed=config["seed"], n=total)
+    items = sample_for_ranking(sft.model, sft.tokenizer, examples, config["k"],
+                               config["temperature"], config["max_new_tokens"], config["seed"])
+    team = labelers.labeler_team(config["n_labelers"], seed=config["seed"])
+    rankings = [team[i % len(team)].rank(e, responses) for i, (e, responses) in enumerate(items)]
+    train, held = rankings[:config["n_prompts"]], rankings[config["n_prompts"]:]
+    for name, part in ((COMPARISONS_TRAIN, train), (COMPARISONS_HELDOUT, held)):
+        with open(out_dir / name, "w", encoding="utf-8") as f:
+            for r in part:
+                f.write(__import__("json").dumps(r.to_json(), ensure_ascii=False) + "\n")
+    # How often a second labeler agrees with the one who ranked (the ceiling for an RM).
+    examples_held = [e for e, _ in items[config["n_prompts"]:]]
+    second = [team[(i + 1) % len(team)].rank(e, r.responses)
+              for i, (e, r) in enumerate(zip(examples_held, held))]
+    return {"rankings": len(train), "heldout_rankings": len(held),
+            "pairs": sum(len(r.pairs()) for r in train),
+            "labeler_agreement": labelers.pairwise_agreement(held, second),
+            "gold_agreement": labelers.pairwise_agreement(
+                held, [labelers.gold_labeler_ranking(e, r.responses)
+                       for e, r in zip(examples_held, held)])}
+
+
+def _load_comparisons(path, info):
+    return None, None
+
+
+def load_comparisons(artifact) -> tuple[list[Ranking], list[Ranking]]:
+    """(training rankings, held-out rankings) of a "comparisons" artifact."""
+    from helpers.labelers import read_rankings
+
+    train, _ = read_rankings(artifact.path / COMPARISONS_TRAIN, strict=True)
+    held, _ = read_rankings(artifact.path / COMPARISONS_HELDOUT, strict=True)
+    return train, held
+
+
+# --------------------------------------------------------------------------------------------
+# Stage "rm": load_or_train("rm")
+# --------------------------------------------------------------------------------------------
+
+
+def _rm_settings(run) -> dict:
+    settings = RMSettings.fast() if run.fast else RMSettings()
+    settings.seed = run.seed
+    if run.profile == "gpu":
+        settings.learning_rate, settings.max_length = 1e-5, 512
+    return {**asdict(settings), "offset_demonstrations": 40 if run.fast else 400}
+
+
+def train_reward_stage(rankings: list[Ranking], heldout: list[Ranking], sft_path, tokenizer,
+                       settings: RMSettings, progress: bool = True):
+    """An RM initialized from the SFT model and trained on rankings: (model, metrics, history)."""
+    from helpers.config import device
+    from helpers.models import load_reward_model
+
+    torch.manual_seed(settings.seed)
+    model = load_reward_model(sft_path, device())
+    history = train_reward_model(model, tokenizer, rankings, settings, progress=progress)
+    metrics = {"heldout_accuracy": heldout_accuracy(model, tokenizer, heldout),
+               "train_accuracy": history.accuracy[-1] if history.accuracy else None,
+               "seconds": round(history.seconds, 1), "responses_read": history.responses_read}
+    return model, metrics, history
+
+
+def _train_rm(config: dict, inputs: dict, out_dir) -> dict:
+    import json
+
+    from helpers import world
+    from helpers.models import quiet_loading
+
+    sft, comparisons = inputs["sft"], inputs["comparisons"]
+    train, held = load_comparisons(comparisons)
+    fields = {k: config[k] for k in RMSettings.__dataclass_fields__}
+    model, metrics, history = train_reward_stage(train, held, sft.path, sft.tokenizer,
+                                                 RMSettings(**fields))
+    demos = world.demonstrations(seed=config["seed"])[: config["offset_demonstrations"]]
+    metrics["demonstration_offset"] = set_demonstration_offset(
+        model, sft.tokenizer, [d.prompt for d in demos], [d.response for d in demos])
+    with quiet_loading():
+        model.save_pretrained(out_dir)
+    sft.tokenizer.save_pretrained(out_dir)
+    (out_dir / "history.json").write_text(json.dumps(history.as_dict()))
+    return metrics
+
+
+def _load_rm(path, info):
+    from helpers.config import device
+    from helpers.models import quiet_loading
+    from helpers.tokenizer import load_tokenizer
+    from transformers import AutoModelForSequenceClassification
+
+    with quiet_loading():
+        model = AutoModelForSequenceClassification.from_pretrained(str(path)).to(device())
+    model.eval()
+    return model, load_tokenizer(path)
+
+
+def _register() -> None:
+    from helpers.stages import register_stage
+
+    register_stage("comparisons", _comparisons_settings, _train_comparisons, _load_comparisons,
+                   requires=("sft",), version="1",
+                   estimate_fn=lambda c, run: "a few seconds, fast mode" if run.fast
+                   else f"sampling {c['k']} answers to {c['n_prompts'] + c['heldout_prompts']} prompts, about 1 min")
+    register_stage("rm", _rm_settings, _train_rm, _load_rm, requires=("sft", "comparisons"),
+                   version="1", estimate_fn=lambda c, run: "a few seconds, fast mode" if run.fast
+                   else "one epoch, about 2 min on a 2-core CPU")
+
+
+_register()

@@ -81,6 +81,7 @@ STAGES: dict[str, Stage] = {}
 #: without importing them first. A module that adds a stage lists it here.
 STAGE_MODULES: dict[str, str] = {
     "sft": "helpers.sft",
+    "comparisons": "helpers.reward",
     "rm": "helpers.reward",
     "ppo": "helpers.ppo",
     "ppo_ptx": "helpers.ppo",
