@@ -469,6 +469,8 @@ def evaluate_rollout(rollout: Rollout, policy, reference, value_model, config: P
     All three with the models in eval mode and at the sampling temperature, on exactly the
     sampled tokens. These are the "old" numbers PPO's ratio and value clipping compare against.
     """
+    for model in (policy, reference, value_model):
+        model.eval()  # dropout off (it does not stop gradients; see the module docstring)
     args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
     rollout.logprobs, rollout.entropy = response_logprobs(policy, *args, config.temperature, with_entropy=True)
     # The reference at the same temperature: the KL is between the two sampling distributions.
@@ -772,7 +774,7 @@ def value_model_from(reward_model):
     value_model = copy.deepcopy(reward_model)
     for p in value_model.parameters():
         p.requires_grad_(True)
-    return value_model
+    return value_model.eval()
 
 
 def value_model_from_causal_lm(model):
@@ -785,7 +787,7 @@ def value_model_from_causal_lm(model):
     value_model.base_model.load_state_dict(model.base_model.state_dict())
     with torch.no_grad():
         value_model.score.weight.zero_()  # values start at 0 rather than at random numbers
-    return value_model.to(next(model.parameters()).device)
+    return value_model.to(next(model.parameters()).device).eval()
 
 
 # --------------------------------------------------------------------------------------------

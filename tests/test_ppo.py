@@ -1,0 +1,309 @@
+"""PPO for language models: the invariants a correct implementation holds, and a run that learns.
+
+Everything runs on a tiny randomly initialized GPT-2 (2 layers, width 32) with a 300-token
+tokenizer trained here on a few hundred world documents, so the file takes seconds.
+"""
+
+import copy
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from helpers import ppo, world
+from helpers.models import ModelSize, build_causal_lm
+from helpers.tokenizer import render_chat, train_tokenizer
+
+TINY = ModelSize(n_layer=2, n_head=2, n_embd=32, n_positions=128, dropout=0.1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (no start-up cost per operation)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(world.pretraining_corpus(seed=0, n_docs=300), vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return world.prompts("ppo", seed=0, n=64)
+
+
+def make_policy(tokenizer, seed=0):
+    torch.manual_seed(seed)
+    return build_causal_lm(tokenizer, TINY)
+
+
+def vowel_share(examples, responses):
+    """A toy reward the policy can learn quickly: the share of vowels among the response's characters."""
+    return [sum(c in "aeiou" for c in r) / max(1, len(r)) for r in responses]
+
+
+def small_config(**changes):
+    base = dict(total_episodes=32, batch_size=16, minibatch_size=8, ppo_epochs=2, max_new_tokens=12,
+                temperature=0.7, reward_norm_prompts=16, learning_rate=1e-2, value_learning_rate=1e-3,
+                kl_coef=0.0, anneal_lr=False)
+    return ppo.PPOConfig(**{**base, **changes})
+
+
+def rollout_of(policy, reference, value_model, tokenizer, examples, config, seed=0):
+    rollout = ppo.sample_responses(policy, tokenizer, examples, config, seed=seed)
+    return ppo.evaluate_rollout(rollout, policy, reference, value_model, config)
+
+
+# --- invariants ---------------------------------------------------------------------------------
+
+
+def test_first_ratio_is_exactly_one_with_dropout_and_temperature(tokenizer, prompts):
+    policy = make_policy(tokenizer)
+    assert policy.config.resid_pdrop == 0.1  # dropout is configured: only eval mode switches it off
+    ids = tokenizer([render_chat(prompts[0].prompt)], return_tensors="pt")["input_ids"]
+    policy.train()
+    assert not torch.equal(policy(ids).logits, policy(ids).logits)  # dropout on: passes differ
+
+    config = small_config(total_episodes=16, temperature=0.7)
+    history = ppo.train_ppo(policy, copy.deepcopy(policy), ppo.value_model_from_causal_lm(policy), None,
+                            tokenizer, prompts, config, progress=False, reward_fn=vowel_share)
+    assert history["first_ratio_error"][0] < 1e-6
+    assert history["clipfrac"][0] > 0  # and the update did move the policy afterwards
+
+
+def test_logprobs_use_the_sampling_temperature(tokenizer, prompts):
+    policy = make_policy(tokenizer).eval()
+    config = small_config(temperature=0.7)
+    rollout = ppo.sample_responses(policy, tokenizer, prompts[:4], config, seed=0)
+    args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
+    with torch.no_grad():
+        at_t = ppo.response_logprobs(policy, *args, temperature=0.7)
+        logits = policy(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                        position_ids=(rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)).logits
+    # by hand: column prompt_length - 1 + t predicts response token t
+    p = rollout.prompt_length
+    by_hand = torch.log_softmax(logits[:, p - 1:-1] / 0.7, -1).gather(-1, rollout.input_ids[:, p:, None])[..., 0]
+    assert torch.allclose(at_t, by_hand, atol=1e-5)
+    assert not torch.allclose(at_t, ppo.response_logprobs(policy, *args, temperature=1.0), atol=1e-3)
+
+
+def test_kl_is_zero_when_policy_is_the_reference(tokenizer, prompts):
+    policy = make_policy(tokenizer)
+    reference = copy.deepcopy(policy)
+    config = small_config()
+    rollout = rollout_of(policy, reference, ppo.value_model_from_causal_lm(policy), tokenizer, prompts[:16], config)
+    for estimator in ("k1", "k3"):
+        kl = ppo.per_token_kl(rollout.logprobs, rollout.ref_logprobs, rollout.response_mask, estimator)
+        assert torch.equal(kl, torch.zeros_like(kl))
+
+
+def test_rollout_stops_at_the_first_eos(tokenizer, prompts):
+    policy = make_policy(tokenizer)
+    with torch.no_grad():  # the final hidden state points at EOS's embedding: P(EOS) is about 0.15
+        eos = policy.transformer.wte.weight[tokenizer.eos_token_id]
+        policy.transformer.ln_f.weight.zero_()
+        policy.transformer.ln_f.bias.copy_(4.0 * eos / eos.dot(eos))
+    config = small_config(temperature=1.0, max_new_tokens=8)
+    rollout = ppo.sample_responses(policy, tokenizer, prompts[:16], config, seed=1)
+    response = rollout.input_ids[:, rollout.prompt_length:]
+    lengths = rollout.response_mask.sum(1)
+    assert rollout.ended_with_eos.any() and (lengths < response.size(1)).any()
+    for row, n in enumerate(lengths.tolist()):
+        eos_at = (response[row, :n] == tokenizer.eos_token_id).nonzero().flatten().tolist()
+        if rollout.ended_with_eos[row]:
+            assert eos_at == [n - 1]  # the EOS is the last real token, and the only one
+        else:
+            assert eos_at == [] and n == response.size(1)
+        assert (response[row, n:] == tokenizer.pad_token_id).all()
+        assert (rollout.attention_mask[row, rollout.prompt_length + n:] == 0).all()
+
+
+def brute_force_gae(rewards, values, mask, gamma, lam):
+    """Double loop over the real tokens of each row: A_t = sum_l (gamma lam)^l delta_{t+l}."""
+    advantages = torch.zeros_like(rewards, dtype=torch.float64)
+    for b in range(rewards.size(0)):
+        real = mask[b].nonzero().flatten().tolist()
+        for i, t in enumerate(real):
+            total = 0.0
+            for l, k in enumerate(real[i:]):
+                next_value = values[b, real[i + l + 1]].item() if i + l + 1 < len(real) else 0.0
+                delta = rewards[b, k].item() + gamma * next_value - values[b, k].item()
+                total += (gamma * lam) ** l * delta
+            advantages[b, t] = total
+    return advantages
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.9, 0.7), (1.0, 1.0), (0.99, 0.0)])
+def test_gae_equals_brute_force_sum(gamma, lam):
+    g = torch.Generator().manual_seed(int(gamma * 100 + lam * 10))
+    lengths = [7, 3, 1, 5, 7]
+    mask = (torch.arange(7)[None] < torch.tensor(lengths)[:, None]).float()
+    rewards = torch.randn(5, 7, generator=g, dtype=torch.float64) * mask
+    values = torch.randn(5, 7, generator=g, dtype=torch.float64)  # garbage on padding, too
+    advantages, returns = ppo.gae(rewards, values, mask, gamma, lam)
+    expected = brute_force_gae(rewards, values, mask, gamma, lam)
+    assert torch.allclose(advantages, expected, atol=1e-10)
+    assert torch.allclose(returns, (expected + values) * mask, atol=1e-10)
+    # any layout: the same rows left-padded give the same numbers on the real tokens
+    flipped = torch.stack([torch.roll(m, int(7 - m.sum())) for m in mask])
+    rolled = lambda x: torch.stack([torch.roll(r, int(7 - m.sum())) for r, m in zip(x, mask)])  # noqa: E731
+    left_adv, _ = ppo.gae(rolled(rewards), rolled(values), flipped, gamma, lam)
+    assert torch.allclose(left_adv, rolled(expected), atol=1e-10)
+
+
+def _padded_batch(tokenizer, pairs, extra_left, extra_right):
+    """[prompt | response] ids for (prompt text, response ids) pairs, with extra padding columns."""
+    pad = tokenizer.pad_token_id
+    prompts = [tokenizer(render_chat(p), add_special_tokens=False)["input_ids"] for p, _ in pairs]
+    width_p = max(map(len, prompts)) + extra_left
+    width_r = max(len(r) for _, r in pairs) + extra_right
+    ids, mask = [], []
+    for prompt, (_, response) in zip(prompts, pairs):
+        left, right = width_p - len(prompt), width_r - len(response)
+        ids.append([pad] * left + prompt + response + [pad] * right)
+        mask.append([0] * left + [1] * (len(prompt) + len(response)) + [0] * right)
+    return torch.tensor(ids), torch.tensor(mask), width_p, width_r
+
+
+def _per_token(lengths, width, numbers, fill):
+    out = torch.full((len(lengths), width), fill)
+    for row, n in enumerate(lengths):
+        out[row, :n] = numbers[row, :n]
+    return out
+
+
+def test_padding_never_changes_a_loss(tokenizer, prompts):
+    policy = make_policy(tokenizer).eval()
+    value_model = ppo.value_model_from_causal_lm(policy)
+    with torch.no_grad():
+        value_model.score.weight.normal_()  # values that vary from token to token
+    g = torch.Generator().manual_seed(0)
+    lengths = [5, 2, 8]
+    pairs = [(prompts[i].prompt, torch.randint(10, 290, (n,), generator=g).tolist()) for i, n in enumerate(lengths)]
+    numbers = {name: torch.randn(3, 8, generator=g) for name in ("old_logprobs", "advantages", "old_values", "returns")}
+    losses = []
+    for extra_left, extra_right in [(0, 0), (3, 0), (0, 4), (6, 2)]:
+        ids, mask, p, r = _padded_batch(tokenizer, pairs, extra_left, extra_right)
+        response_mask = _per_token(lengths, r, torch.ones(3, 8), 0.0)
+        x = {k: _per_token(lengths, r, v, 100.0) for k, v in numbers.items()}  # padding: large garbage
+        logprobs = ppo.response_logprobs(policy, ids, mask, p, temperature=0.8)
+        values = ppo.response_values(value_model, ids, mask, p)
+        scores = ppo.sequence_scores(value_model, ids, mask)
+        losses.append(torch.stack([
+            ppo.clipped_policy_loss(logprobs, x["old_logprobs"] - 3, x["advantages"], response_mask),
+            ppo.clipped_value_loss(values, x["old_values"], x["returns"], response_mask),
+            *scores,
+        ]))
+    for other in losses[1:]:
+        assert torch.allclose(other, losses[0], atol=1e-5), (other, losses[0])
+
+
+def test_the_score_sits_on_the_last_real_token():
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    kl = torch.tensor([[0.1, 0.2, 0.3, 9.0, 9.0], [0.5, -0.5, 0.0, 0.1, 0.2], [0.4, 9.0, 9.0, 9.0, 9.0]])
+    rewards = ppo.token_rewards(torch.tensor([1.0, 2.0, -3.0]), kl, mask, beta=0.1)
+    expected = torch.tensor([[-0.01, -0.02, -0.03 + 1.0, 0.0, 0.0],
+                             [-0.05, 0.05, 0.0, -0.01, -0.02 + 2.0],
+                             [-0.04 - 3.0, 0.0, 0.0, 0.0, 0.0]])
+    assert torch.allclose(rewards, expected, atol=1e-7)
+
+
+def test_whitening_ignores_masked_positions():
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.arange(6)[None] < torch.tensor([6, 2, 4])[:, None]).float()
+    x = 3 + 2 * torch.randn(3, 6, generator=g)
+    garbage = torch.where(mask.bool(), x, torch.full_like(x, 1e6))
+    zeros = torch.where(mask.bool(), x, torch.zeros_like(x))
+    white = ppo.masked_whiten(garbage, mask)
+    assert torch.allclose(white, ppo.masked_whiten(zeros, mask))
+    real = white[mask.bool()]
+    assert abs(real.mean().item()) < 1e-6 and abs(real.var().item() - 1) < 1e-5
+    assert (white[~mask.bool()] == 0).all()
+
+
+def test_kl_estimators_and_adaptive_beta():
+    logp, ref = torch.tensor([[-1.0, -2.0, -0.5]]), torch.tensor([[-1.5, -1.0, -0.5]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.allclose(ppo.per_token_kl(logp, ref, mask, "k1"), torch.tensor([[0.5, -1.0, 0.0]]))
+    k3 = ppo.per_token_kl(logp, ref, mask, "k3")
+    r = torch.exp(ref - logp)
+    assert torch.allclose(k3, ((r - 1) - torch.log(r)) * mask) and (k3 >= 0).all()
+
+    control = ppo.AdaptiveKLController(0.1, target=6.0, horizon=10_000)
+    assert control.update(12.0, 64) == pytest.approx(0.1 * (1 + 0.2 * 64 / 10_000))  # error clipped at 0.2
+    before = control.value
+    assert control.update(6.6, 64) == pytest.approx(before * (1 + 0.1 * 64 / 10_000))
+    assert control.update(0.0, 64) < control.value + 1e-12 < before * 1.01
+
+
+def test_scorer_normalizes_and_penalizes_missing_eos():
+    scorer = ppo.Scorer(reward_fn=vowel_share)
+    raw = torch.tensor([1.0, 2.0, 3.0, 6.0])
+    scorer.fit_normalization(raw)
+    config = ppo.PPOConfig(missing_eos_penalty=1.0, score_clip=1.2)
+    final = scorer.final(raw, torch.tensor([True, True, False, True]), config)
+    normalized = (raw - raw.mean()) / raw.std()
+    assert torch.allclose(scorer.gain * raw + scorer.bias, normalized, atol=1e-6)
+    assert torch.allclose(final, normalized.clamp(-1.2, 1.2) - torch.tensor([0, 0, 1.0, 0]), atol=1e-6)
+
+
+def test_sequence_scores_agree_with_the_reward_module(tokenizer, prompts):
+    from helpers.reward import score
+
+    reward_model = ppo.value_model_from_causal_lm(make_policy(tokenizer)).eval()
+    with torch.no_grad():
+        reward_model.score.weight.normal_()
+    reward_model.config.reward_offset = 0.25
+    responses = ["I don't know.", "Tarsk", "a b c d e f g"]
+    examples = prompts[:3]
+    pairs = [(e.prompt, tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+             for e, r in zip(examples, responses)]
+    ids, mask, _, _ = _padded_batch(tokenizer, pairs, 2, 3)
+    with torch.no_grad():
+        ours = ppo.sequence_scores(reward_model, ids, mask)
+    theirs = score(reward_model, tokenizer, [e.prompt for e in examples], responses)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+# --- whole runs -----------------------------------------------------------------------------------
+
+
+def test_a_short_run_raises_the_reward(tokenizer, prompts):
+    policy = make_policy(tokenizer)
+    config = small_config(total_episodes=16 * 14)
+    history = ppo.train_ppo(policy, copy.deepcopy(policy), ppo.value_model_from_causal_lm(policy), None,
+                            tokenizer, prompts, config, progress=False, reward_fn=vowel_share)
+    start, end = history["score"][0], sum(history["score"][-3:]) / 3
+    assert end > start + 0.25, history["score"]
+    assert history["kl"][-1] > 1.0  # it got there by moving away from the reference
+    assert history["entropy"][-1] < history["entropy"][0]
+    for name in ("approx_kl", "clipfrac", "value_clipfrac", "explained_variance", "response_length",
+                 "eos_share", "beta", "policy_loss", "value_loss", "time_generation", "time_update"):
+        assert len(history[name]) == config.n_iterations
+
+
+def test_runs_are_deterministic_and_ptx_and_callback_work(tokenizer, prompts):
+    def run():
+        policy = make_policy(tokenizer)
+        texts = world.pretraining_corpus(seed=0, n_docs=100)
+        seen = []
+        config = small_config(kl_coef=0.05, kl_target=1.0, kl_horizon=100, ptx_coef=0.5, ptx_batch_size=2)
+        history = ppo.train_ppo(
+            policy, copy.deepcopy(policy), ppo.value_model_from_causal_lm(policy), None, tokenizer, prompts,
+            config, callback=lambda i, stats: seen.append((i, stats["samples"])), progress=False,
+            reward_fn=vowel_share, gold_fn=lambda e, r: float(len(r) < 20),
+            ptx_batches=ppo.pretraining_batches(tokenizer, texts, batch_size=2, seq_len=32))
+        return history, seen
+
+    first, seen = run()
+    second, _ = run()
+    for name in ("score", "kl", "policy_loss", "value_loss", "ptx_loss", "gold", "beta"):
+        assert first[name] == second[name], name
+    assert [i for i, _ in seen] == [0, 1] and len(seen[0][1]) == 3 and "response" in seen[0][1][0]
+    assert first["beta"][1] != first["beta"][0]  # adaptive beta moved
