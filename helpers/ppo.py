@@ -40,8 +40,8 @@ not start at 1) and does not stop gradients.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -608,12 +608,6 @@ def pretraining_batches(tokenizer, texts: Sequence[str], batch_size: int = 8, se
             yield blocks[order[start:start + batch_size]]
 
 
-def _freeze(model) -> None:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-
-
 def train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts: list, config: PPOConfig,
               callback: Callable[[int, dict], None] | None = None, progress: bool = True, *,
               reward_fn: Callable | None = None, gold_fn: Callable | None = None,
@@ -639,13 +633,12 @@ def train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts: 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     scorer = Scorer(reward_model, reward_fn)
-    for frozen in (reference, reward_model):
-        if frozen is not None:
-            _freeze(frozen)
     # eval() switches dropout off; gradients still flow. Every forward pass of the same weights
-    # now gives the same numbers, so the first ratio is exactly 1.
-    policy.eval()
-    value_model.eval()
+    # now gives the same numbers, so the first ratio is exactly 1. The frozen models are only
+    # ever run under torch.no_grad(), so their parameters are left as they are.
+    for model in (policy, value_model, reference, reward_model):
+        if model is not None:
+            model.eval()
     optimizer = make_optimizer(policy, value_model, config)
     kl_control = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
                   if config.kl_target is not None else FixedKLController(config.kl_coef))
@@ -655,8 +648,8 @@ def train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts: 
     if config.reward_norm:
         # Score a sample of the initial policy's (= SFT's) own responses and rescale to N(0, 1).
         started = time.perf_counter()
-        norm_batch = [p for p in _take(_prompt_batches(prompts, 1, config.seed + 1), config.reward_norm_prompts)]
-        rollout = sample_responses(policy, tokenizer, norm_batch, config, seed=config.seed + 10_007)
+        sample = random.Random(config.seed + 1).sample(list(prompts), min(config.reward_norm_prompts, len(prompts)))
+        rollout = sample_responses(policy, tokenizer, sample, config, seed=config.seed + 10_007)
         scorer.fit_normalization(scorer.raw(rollout))
         history["reward_norm_seconds"] = [time.perf_counter() - started]
     history["reward_gain"], history["reward_bias"] = [scorer.gain], [scorer.bias]
@@ -668,19 +661,19 @@ def train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts: 
             frac = 1.0 - iteration / n_iterations
             optimizer.param_groups[0]["lr"] = frac * config.learning_rate
             optimizer.param_groups[1]["lr"] = frac * config.value_learning_rate
-        timer = _Timer()
+        seconds: dict[str, float] = {}
 
         # 1. rollout: sample, then log-probs and values of exactly the sampled tokens
         examples = next(batches)
-        with timer("time_generation"):
+        with _timed(seconds, "time_generation"):
             rollout = sample_responses(policy, tokenizer, examples, config,
                                        seed=config.seed * 1_000_003 + iteration)
-        with timer("time_forward"):
+        with _timed(seconds, "time_forward"):
             evaluate_rollout(rollout, policy, reference, value_model, config)
         mask = rollout.response_mask
 
         # 2. score: one scalar per response
-        with timer("time_scoring"):
+        with _timed(seconds, "time_scoring"):
             raw_score = scorer.raw(rollout)
             score = scorer.final(raw_score, rollout.ended_with_eos, config)
 
@@ -696,7 +689,7 @@ def train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts: 
             advantages = masked_whiten(advantages, mask)
 
         # 5. update: epochs x minibatches of clipped policy and value losses
-        with timer("time_update"):
+        with _timed(seconds, "time_update"):
             update = ppo_update(policy, value_model, optimizer, rollout, advantages, returns, config,
                                 generator, ptx_batches)
 
@@ -720,7 +713,7 @@ def train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts: 
             "beta": beta,
             "learning_rate": optimizer.param_groups[0]["lr"],
             **update,
-            **timer.seconds,
+            **seconds,
         }
         if gold_fn is not None:
             stats["gold"] = sum(gold_fn(e, r) for e, r in zip(rollout.examples, rollout.responses)) / len(examples)
@@ -737,27 +730,12 @@ def train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts: 
     return history
 
 
-def _take(iterator: Iterator, n: int) -> list:
-    return [item for _, items in zip(range(n), iterator) for item in items]
-
-
-class _Timer:
-    """Seconds spent in each named part of an iteration."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, name: str):
-        timer = self
-
-        class _Span:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.seconds[name] = timer.seconds.get(name, 0.0) + time.perf_counter() - self.start
-
-        return _Span()
+@contextlib.contextmanager
+def _timed(seconds: dict, name: str):
+    """Add the seconds spent inside the ``with`` block to ``seconds[name]``."""
+    start = time.perf_counter()
+    yield
+    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 # --------------------------------------------------------------------------------------------
@@ -791,29 +769,33 @@ def value_model_from_causal_lm(model):
 
 
 # --------------------------------------------------------------------------------------------
-# The "ppo" and "ppo_ptx" stages (registered in helpers.stages)
+# The "ppo" and "ppo_ptx" stages: load_or_train("ppo")
 # --------------------------------------------------------------------------------------------
+
+#: PPO-ptx's pretraining-loss weight in the tiny profile. InstructGPT's gamma = 27.8 goes with
+#: its own loss scaling; here both losses are per-token means, and 1.0 makes the pretraining
+#: loss pull about as hard as the policy loss.
+PTX_COEF = 1.0
 
 
 def ppo_stage_settings(run) -> dict:
-    """Settings of the "ppo" stage for a profile and fast mode (JSON-able)."""
+    """Settings of the "ppo" stage for a profile and fast mode: PPOConfig's fields and the prompts."""
     if run.fast:
         config = PPOConfig.fast()
     elif run.profile == "gpu":
-        config = PPOConfig(total_episodes=8192, batch_size=64, minibatch_size=16, max_new_tokens=64,
-                           kl_coef=0.05, learning_rate=1e-6, value_learning_rate=1e-5)
+        # a 135M pretrained model: smaller steps, longer answers, more episodes
+        config = PPOConfig(total_episodes=8192, max_new_tokens=64, learning_rate=1e-6,
+                           value_learning_rate=1e-5)
     else:
         config = PPOConfig()
     config.seed = run.seed
-    return {"ppo": asdict(config), "prompt_seed": run.seed, "n_prompts": 64 if run.fast else None}
+    return {**asdict(config), "prompt_seed": run.seed, "n_prompts": 64 if run.fast else None,
+            "ptx_seq_len": 64 if run.fast else 128}
 
 
 def ppo_ptx_stage_settings(run) -> dict:
-    """Settings of the "ppo_ptx" stage: PPO plus the pretraining loss."""
-    settings = ppo_stage_settings(run)
-    settings["ppo"]["ptx_coef"] = 1.0
-    settings["ptx_seq_len"] = 64 if run.fast else 128
-    return settings
+    """Settings of the "ppo_ptx" stage: the "ppo" settings plus the pretraining loss."""
+    return {**ppo_stage_settings(run), "ptx_coef": PTX_COEF}
 
 
 def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
@@ -827,6 +809,7 @@ def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
     import json
 
     from helpers import labelers, world
+    from helpers.models import quiet_loading
 
     sft, rm = inputs["sft"], inputs["rm"]
     tokenizer = sft.tokenizer
@@ -836,16 +819,17 @@ def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
         p.requires_grad_(True)
     reward_model = rm.model
     value_model = value_model_from(reward_model)
-    ppo_config = PPOConfig(**config["ppo"])
+    ppo_config = PPOConfig(**{k: config[k] for k in PPOConfig.__dataclass_fields__})
     prompts = world.prompts("ppo", seed=config["prompt_seed"], n=config["n_prompts"])
     ptx_batches = None
     if ppo_config.ptx_coef > 0:
         texts = world.pretraining_corpus(seed=config["prompt_seed"])
         ptx_batches = pretraining_batches(tokenizer, texts, ppo_config.ptx_batch_size,
-                                          config.get("ptx_seq_len", 128), seed=ppo_config.seed)
+                                          config["ptx_seq_len"], seed=ppo_config.seed)
     history = train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts, ppo_config,
                         progress=True, gold_fn=labelers.gold_score, ptx_batches=ptx_batches)
-    policy.save_pretrained(out_dir)
+    with quiet_loading():
+        policy.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "history.json").write_text(json.dumps(history))
     last = max(1, len(history["score"]) // 10)  # the last tenth of the run
@@ -857,7 +841,7 @@ def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
             "gold_start": history["gold"][0], "gold_end": tail("gold"),
             "kl_end": tail("kl"), "response_length_end": tail("response_length"),
             "episodes": history["episodes"][-1],
-            "seconds": sum(sum(history[k]) for k in history if k.startswith("time_"))}
+            "seconds": round(sum(sum(v) for k, v in history.items() if k.startswith("time_")), 1)}
 
 
 def load_ppo_stage(path: Path, info: dict):
@@ -874,7 +858,21 @@ def load_ppo_stage(path: Path, info: dict):
 def ppo_estimate(config: dict, run) -> str:
     if run.fast:
         return "a few seconds, fast mode"
-    return "about 5 min on a 2-core CPU" if run.profile == "tiny" else "about 10 min on a GPU"
+    if run.profile == "gpu":
+        return f"{config['total_episodes']} episodes, about 10 min on a GPU"
+    return f"{config['total_episodes']} episodes, about 5 min on a 2-core CPU"
+
+
+def _register() -> None:
+    from helpers.stages import register_stage
+
+    register_stage("ppo", ppo_stage_settings, train_ppo_stage, load_ppo_stage, requires=("sft", "rm"),
+                   version="1", estimate_fn=ppo_estimate)
+    register_stage("ppo_ptx", ppo_ptx_stage_settings, train_ppo_stage, load_ppo_stage,
+                   requires=("sft", "rm"), version="1", estimate_fn=ppo_estimate)
+
+
+_register()
 
 
 __all__ = [
@@ -883,5 +881,5 @@ __all__ = [
     "clipped_policy_loss", "clipped_value_loss", "explained_variance", "AdaptiveKLController",
     "FixedKLController", "Rollout", "sample_responses", "Scorer", "evaluate_rollout", "make_optimizer",
     "ppo_update", "pretraining_batches", "train_ppo", "value_model_from", "value_model_from_causal_lm",
-    "ppo_stage_settings", "ppo_ptx_stage_settings", "train_ppo_stage", "load_ppo_stage", "ppo_estimate",
+    "PTX_COEF", "ppo_stage_settings", "ppo_ptx_stage_settings", "train_ppo_stage", "load_ppo_stage", "ppo_estimate",
 ]
