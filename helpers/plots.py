@@ -212,8 +212,8 @@ def loss_curve(history: dict, ax=None, title: str = "Training loss", color: str 
                smoothing: float | None = None, label: str = "train"):
     """Train loss per step (faint raw, solid smoothed) and held-out loss points.
 
-    history: {"step": [...], "train_loss": [...], "eval_step": [...], "eval_loss": [...]}; the
-    eval keys are optional. smoothing: EMA weight, by default larger for longer runs.
+    history: {"step": [...], "train_loss": [...], "eval_step": [...], "eval_loss": [...]} (or
+    "heldout_loss", as ``helpers.pretrain.pretrain`` names it); the eval keys are optional. smoothing: EMA weight, by default larger for longer runs.
     """
     ax = _new_ax(ax)
     color = color or STAGE_COLORS["sft"]
@@ -225,7 +225,8 @@ def loss_curve(history: dict, ax=None, title: str = "Training loss", color: str 
             smoothing = min(0.95, max(0.0, 1 - 10 / len(losses)))  # about len/10 points of memory
         ax.plot(steps, losses, color=color, alpha=0.25, linewidth=1.0, gid="train-raw")
         ax.plot(steps, smooth(losses, smoothing), color=color, label=label, gid="train-smoothed")
-    eval_steps, eval_losses = list(history.get("eval_step", [])), list(history.get("eval_loss", []))
+    eval_steps = list(history.get("eval_step", []))
+    eval_losses = list(history.get("eval_loss", history.get("heldout_loss", [])))
     if eval_losses:
         ax.plot(eval_steps, eval_losses, "o--", color="#222222", markersize=5, linewidth=1.2,
                 label="held-out", gid="eval")
