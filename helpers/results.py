@@ -87,14 +87,18 @@ def _merge_into_file(path: Path, name: str, value: Any, fmt: str | None) -> None
 def record(name: str, value: Any, fmt: str | None = None) -> Any:
     """Remember a key figure of this run; return `value` unchanged.
 
-    fmt: how to show it in the summary, a str.format pattern such as "{:.3f}" or "{:.0%}".
+    fmt: how to show it in the summary, a str.format pattern such as "{:.3f}" or "{:.0%}", or
+    just the format spec (".3f").
     """
+    if fmt is not None and "{" not in fmt:
+        fmt = "{:" + fmt + "}"
     if name == FORMATS_KEY:
         raise ValueError(f"{FORMATS_KEY!r} is reserved")
     plain = _plain(value)
     _recorded[name] = plain
     if fmt is not None:
-        fmt.format(plain)  # fail here, in the notebook, rather than in the summary
+        if plain is not None:
+            fmt.format(plain)  # fail here, in the notebook, rather than in the summary
         _formats[name] = fmt
     path = os.environ.get(RESULTS_FILE_ENV)
     if path:
@@ -108,6 +112,9 @@ def recorded() -> dict[str, Any]:
 
 
 def format_value(value: Any, fmt: str | None = None) -> str:
+    """``value`` shown with ``fmt``: a ``str.format`` pattern ("{:.0%}") or a bare spec (".0%")."""
+    if fmt and "{" not in fmt:
+        fmt = "{:" + fmt + "}"
     if fmt:
         try:
             return fmt.format(value)
