@@ -279,7 +279,8 @@ def gold_grade(example: Example, response: str) -> Grade:
     core, asking = answer_part(response, family)
     follows = 1.0 - asking
     correct = CORRECTNESS[family](core, example.meta) if follows > 0 else 0.0
-    score = follows * (WEIGHT_CORRECT * correct + WEIGHT_CONCISE * concise)
+    # Brevity is a virtue of a right answer only: a short wrong answer earns nothing for it.
+    score = follows * correct * (WEIGHT_CORRECT + WEIGHT_CONCISE * concise)
     return Grade(follows, correct, concise, 1.0, 1.0, False, False, score)
 
 
