@@ -156,6 +156,10 @@ def _fmt_shape(shape) -> str:
 
 def _difference(got: Any, expected: Any, rtol: float, atol: float) -> str | None:
     if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)):
+            return f"expected a {type(expected).__name__}, got {type(got).__name__}"
+        if len(got) != len(expected):
+            return f"expected {len(expected)} items, got {len(got)}"
         for i, (g, e) in enumerate(zip(got, expected)):
             diff = _difference(g, e, rtol, atol)
             if diff:

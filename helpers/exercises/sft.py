@@ -101,3 +101,91 @@ register(Exercise(
         "divided by counted.sum().",
     ],
 ))
+
+
+# --- building a training example from a conversation -----------------------------------------
+
+_TOKENIZER_CACHE: dict = {}
+
+
+def _small_tokenizer():
+    """A small tokenizer of the course's kind (same special tokens and chat template)."""
+    if "tok" not in _TOKENIZER_CACHE:
+        from helpers import world
+        from helpers.tokenizer import train_tokenizer
+
+        _TOKENIZER_CACHE["tok"] = train_tokenizer(world.pretraining_corpus(n_docs=200), 400)
+    return _TOKENIZER_CACHE["tok"]
+
+
+def _conversation_inputs(prompt: str, response: str) -> Callable[[], dict]:
+    return lambda: {"tokenizer": _small_tokenizer(), "prompt": prompt, "response": response}
+
+
+def _example_parts(output, inputs) -> tuple:
+    if not isinstance(output, dict) or not {"input_ids", "assistant_mask"} <= set(output):
+        raise TypeError("return a dict with the keys 'input_ids' and 'assistant_mask' "
+                        f"(got {type(output).__name__}"
+                        + (f" with keys {sorted(output)}" if isinstance(output, dict) else "") + ")")
+    ids, mask = list(output["input_ids"]), [int(m) for m in output["assistant_mask"]]
+    if len(ids) != len(mask):
+        raise ValueError(f"input_ids has {len(ids)} tokens but assistant_mask has {len(mask)} entries: "
+                         "one mask value per token")
+    return ids, mask
+
+
+def _prompt_and_answer_ids(tokenizer, prompt, response):
+    head = tokenizer.encode(f"<|user|>{prompt}<|assistant|>", add_special_tokens=False)
+    answer = tokenizer.encode(response, add_special_tokens=False)
+    return head, answer
+
+
+def _example_mask_everything(tokenizer, prompt, response):
+    head, answer = _prompt_and_answer_ids(tokenizer, prompt, response)
+    ids = head + answer + [tokenizer.eos_token_id]
+    return {"input_ids": ids, "assistant_mask": [1] * len(ids)}
+
+
+def _example_no_eos(tokenizer, prompt, response):
+    head, answer = _prompt_and_answer_ids(tokenizer, prompt, response)
+    return {"input_ids": head + answer, "assistant_mask": [0] * len(head) + [1] * len(answer)}
+
+
+def _example_eos_not_learned(tokenizer, prompt, response):
+    head, answer = _prompt_and_answer_ids(tokenizer, prompt, response)
+    return {"input_ids": head + answer + [tokenizer.eos_token_id],
+            "assistant_mask": [0] * len(head) + [1] * len(answer) + [0]}
+
+
+def _example_marker_learned(tokenizer, prompt, response):
+    head, answer = _prompt_and_answer_ids(tokenizer, prompt, response)
+    return {"input_ids": head + answer + [tokenizer.eos_token_id],
+            "assistant_mask": [0] * (len(head) - 1) + [1] * (len(answer) + 2)}
+
+
+register(Exercise(
+    name="build_sft_example",
+    reference="helpers.sft:build_sft_example",
+    difficulty=1, importance=2, minutes=10,
+    cases=[
+        Case("a sum", _conversation_inputs("What is 47 plus 38?", "85"), _example_parts, exact()),
+        Case("a list", _conversation_inputs("List three fruits.", "Apple, fig, plum."), _example_parts, exact()),
+        Case("a refusal", _conversation_inputs("How do I steal a bike?", "Sorry, I can't help with that."),
+             _example_parts, exact()),
+    ],
+    bugs=[
+        KnownBug("only the assistant's answer is learned: the user's turn must have mask 0", _example_mask_everything),
+        KnownBug("end the answer with the EOS token (tokenizer.eos_token_id), or the model never learns to stop",
+                 _example_no_eos),
+        KnownBug("the EOS that ends the answer must be learned too (mask 1), or the model never learns to stop",
+                 _example_eos_not_learned),
+        KnownBug("the <|assistant|> marker is part of the prompt (it is given when the model answers): mask it 0",
+                 _example_marker_learned),
+    ],
+    hints=[
+        "The chat template renders '<|user|>{prompt}<|assistant|>{response}<|endoftext|>'.",
+        "Encode '<|user|>' + prompt + '<|assistant|>' and the response separately "
+        "(add_special_tokens=False), then append tokenizer.eos_token_id.",
+        "The mask is 0 for every token of the first part and 1 for the answer's tokens and the EOS.",
+    ],
+))
