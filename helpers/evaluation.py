@@ -54,6 +54,18 @@ def objective_mismatch_rate(examples: list[Example], responses: list[str]) -> fl
     return sum(hits) / max(1, len(hits))
 
 
+def instruction_following_rate(examples: list[Example], responses: list[str],
+                               ended_with_eos: list[bool]) -> float:
+    """Share of responses in answer form that also stop by themselves (end with EOS).
+
+    Answer form: non-empty, not opening with or drifting into new questions or instructions.
+    Whether the answer is right does not matter here: this measures the *format* SFT teaches.
+    """
+    ok = [bool(stopped) and r.strip() != "" and labelers.instruction_likeness(r, e.family) == 0.0
+          for e, r, stopped in zip(examples, responses, ended_with_eos)]
+    return sum(ok) / max(1, len(ok))
+
+
 @dataclass
 class FamilyStats:
     family: str
