@@ -141,6 +141,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 48, tem
 
     from helpers.tokenizer import render_chat
 
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise ValueError("generate needs a pad token distinct from EOS (see helpers.tokenizer).")
     texts = [render_chat(p, tokenizer=tokenizer) for p in prompts] if chat else list(prompts)

@@ -42,11 +42,11 @@ class PretrainConfig:
     """One pretraining run. The defaults are the tiny profile's full run (about 3 minutes on a
     2-core CPU for the tiny model)."""
 
-    steps: int = 1200
-    batch_size: int = 32  # blocks per step
+    steps: int = 800
+    batch_size: int = 16  # blocks per step
     seq_len: int = 128  # tokens per block; world documents are 10-80 tokens long
     lr: float = 3e-3  # peak learning rate: small models tolerate (and need) a large one
-    warmup: int = 60  # steps of linear warm-up from 0 to lr
+    warmup: int = 40  # steps of linear warm-up from 0 to lr
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
     weight_decay: float = 0.1
     grad_clip: float = 1.0

@@ -217,7 +217,7 @@ def _show(path: Path) -> str:
     return str(path)
 
 
-def _build(stage: Stage, config: dict, inputs: dict[str, Artifact], target: Path, run: Settings) -> None:
+def _build(stage: Stage, config: dict, inputs: dict[str, Artifact], target: Path) -> None:
     """Train into a temporary folder beside ``target``, then rename it into place."""
     parent = target.parent
     for leftover in parent.glob(f".{stage.name}.partial-*"):  # from a run that was killed
@@ -292,7 +292,7 @@ def load_or_train(stage: str, **overrides) -> Artifact:
             print(f"{reason}; retraining {stage}")
         estimate = spec.estimate_fn(config, run) if spec.estimate_fn else ""
         print(f"training {stage}" + (f" ({estimate})" if estimate else "") + " ...")
-        _build(spec, config, inputs, target, run)
+        _build(spec, config, inputs, target)
         info = read_info(target)
         model, tokenizer = spec.load_fn(target, info)
         return Artifact(stage, target, info, model, tokenizer)
@@ -370,13 +370,14 @@ register_stage("tokenizer", _tokenizer_settings, _train_tokenizer, _load_tokeniz
 # Stages "base" and "base_big": pretraining (tiny) or a hub model (gpu)
 # --------------------------------------------------------------------------------------------
 
-#: Full-mode pretraining of the tiny profile. The tiny model runs at about 10,500 tokens/s on a
-#: 2-core CPU; 1,200 steps of 16 blocks of 128 tokens (2.5M tokens, about 2 passes over the
-#: corpus) take about 3 minutes.
-BASE_PRETRAIN = dict(steps=1200, batch_size=16, seq_len=128, lr=3e-3, warmup=60, eval_every=100)
+#: Full-mode pretraining of the tiny profile. The tiny model trains at about 10,000 tokens/s on
+#: a 2-core CPU; 800 steps of 16 blocks of 128 tokens (1.6M tokens, about 1.4 passes over the
+#: corpus) take about 3 minutes. Measured: 16 x 128 tokens per step reached a lower held-out
+#: loss than 32 x 128 in the same time (more, smaller steps suit a small model).
+BASE_PRETRAIN = dict(steps=800, batch_size=16, seq_len=128, lr=3e-3, warmup=40, eval_every=100)
 #: The big model (5x the parameters) runs about 5x slower per token; it trains on the same
 #: corpus for the same number of tokens.
-BASE_BIG_PRETRAIN = dict(BASE_PRETRAIN)
+BASE_BIG_PRETRAIN = dict(BASE_PRETRAIN, lr=2e-3)  # a wider model wants a smaller step
 
 
 def _pretrain_settings(size: str, recipe: dict) -> Callable[[Settings], dict]:
@@ -452,7 +453,7 @@ def _pretrain_estimate(config: dict, run: Settings) -> str:
     if run.fast:
         return "a few seconds, fast mode"
     # Measured on a 2-core CPU: tokens per second of each size.
-    speed = {"tiny": 10_500, "big": 1_900}.get(config["size"], 10_500)
+    speed = {"tiny": 10_000, "big": 1_900}.get(config["size"], 10_500)
     minutes = config["steps"] * config["batch_size"] * config["seq_len"] / speed / 60
     return f"about {max(1, round(minutes))} min on a 2-core CPU"
 
