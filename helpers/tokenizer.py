@@ -68,9 +68,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048,
                     model_max_length: int = DEFAULT_MAX_LENGTH) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``texts`` and wrap it for ``transformers``.
 
-    A small vocabulary suits a small model: with 2,048 tokens the embedding table stays a
-    modest share of a 1M-parameter model, while common words of the corpus still become single
-    tokens.
+    A small vocabulary suits a small model: with at most 2,048 tokens the embedding table stays
+    a modest share of a 1M-parameter model, while the words of the corpus become single tokens.
+    The Instruction World uses few distinct words, so training stops early (about 1,300 tokens)
+    once every word of the corpus is one token: no pair is left to merge.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
