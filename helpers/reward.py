@@ -49,6 +49,18 @@ def pairwise_accuracy(rewards: torch.Tensor, pairs: list[tuple[int, int]]) -> tu
     return correct, len(pairs)
 
 
+def rm_accuracy(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor) -> float:
+    """Share of pairs where the RM scores the labeler's choice strictly higher than the other.
+
+    rewards_chosen[i] and rewards_rejected[i] are the rewards of the preferred and the other
+    response of pair i. A tie is not a correct answer: an RM that scores everything 0 must get
+    0%, not 100%, or a broken model would look perfect. NaN when there are no pairs.
+    """
+    if rewards_chosen.numel() == 0:
+        return math.nan
+    return (rewards_chosen > rewards_rejected).double().mean().item()
+
+
 # --------------------------------------------------------------------------------------------
 # Scoring text
 # --------------------------------------------------------------------------------------------
@@ -196,22 +208,166 @@ def set_demonstration_offset(model, tokenizer, prompts: list[str], responses: li
     return mean
 
 
-def heldout_accuracy(model, tokenizer, rankings: list[Ranking]) -> float:
-    """Share of held-out preference pairs the RM orders like the labeler did."""
-    correct = total = 0
+@dataclass
+class ScoredPairs:
+    """Every preference pair of some rankings with the RM's rewards of both responses.
+
+    ``pairs[i]`` is (ranking, winner index, loser index); ``chosen[i]`` and ``rejected[i]`` are
+    the rewards of that winner and loser; ``rewards[j]`` is the reward of ranking j's responses.
+    """
+
+    pairs: list[tuple[Ranking, int, int]]
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    rewards: list[torch.Tensor]
+
+    def accuracy(self) -> float:
+        return rm_accuracy(self.chosen, self.rejected)
+
+
+def score_pairs(model, tokenizer, rankings: list[Ranking]) -> ScoredPairs:
+    """Score every response of ``rankings`` once and line up the rewards pair by pair."""
     prompts = [r.prompt for r in rankings for _ in r.responses]
     responses = [x for r in rankings for x in r.responses]
-    rewards = score(model, tokenizer, prompts, responses)
-    start = 0
+    flat = score(model, tokenizer, prompts, responses)
+    per_ranking, pairs, chosen, rejected, start = [], [], [], [], 0
     for r in rankings:
-        c, t = pairwise_accuracy(rewards[start:start + len(r.responses)], r.pairs())
-        correct, total = correct + c, total + t
+        rewards = flat[start:start + len(r.responses)]
+        per_ranking.append(rewards)
+        for w, l in r.pairs():
+            pairs.append((r, w, l))
+            chosen.append(rewards[w])
+            rejected.append(rewards[l])
         start += len(r.responses)
-    return correct / max(1, total)
+    as_tensor = lambda xs: torch.stack(xs) if xs else torch.zeros(0)  # noqa: E731
+    return ScoredPairs(pairs, as_tensor(chosen), as_tensor(rejected), per_ranking)
 
 
-__all__ = ["ranking_loss", "pairwise_accuracy", "score", "raw_scores", "RMSettings",
-           "train_reward_model", "set_demonstration_offset", "heldout_accuracy", "preference_pairs"]
+def heldout_accuracy(model, tokenizer, rankings: list[Ranking]) -> float:
+    """Share of held-out preference pairs the RM orders like the labeler did (0 if none)."""
+    scored = score_pairs(model, tokenizer, rankings)
+    return scored.accuracy() if scored.pairs else 0.0
+
+
+__all__ = ["ranking_loss", "pairwise_accuracy", "rm_accuracy", "score", "score_pairs", "raw_scores",
+           "RMSettings", "train_reward_model", "set_demonstration_offset", "heldout_accuracy",
+           "preference_pairs", "preference_dataset", "train_with_trl"]
+
+
+# --------------------------------------------------------------------------------------------
+# The library route: TRL's RewardTrainer on the same rankings
+# --------------------------------------------------------------------------------------------
+
+
+def preference_dataset(rankings: list[Ranking]):
+    """Rankings as TRL's preference data: one row per (winner, loser) pair of every ranking.
+
+    Conversational with an explicit prompt, as ``RewardTrainer`` expects:
+    {"prompt": [user turn], "chosen": [assistant turn], "rejected": [assistant turn]}. The
+    trainer joins prompt and answer and renders them with the chat template, so it reads the
+    same tokens as ``score``. Each pair is a separate row: a ranking of K = 4 becomes up to 6
+    rows, and the trainer shuffles them as if independent.
+    """
+    from datasets import Dataset
+
+    from helpers.sft import conversation
+
+    rows = []
+    for r in rankings:
+        user = conversation(r.prompt)
+        for w, l in r.pairs():
+            rows.append({"prompt": user,
+                         "chosen": [{"role": "assistant", "content": r.responses[w]}],
+                         "rejected": [{"role": "assistant", "content": r.responses[l]}]})
+    return Dataset.from_list(rows)
+
+
+def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[Ranking],
+                   settings: RMSettings | None = None, progress: bool = True):
+    """Train an RM from the SFT model with TRL's ``RewardTrainer``: (model, metrics, history).
+
+    The same model (the SFT folder loaded by ``AutoModelForSequenceClassification`` with one
+    label), the same loss (-log sigmoid(r_chosen - r_rejected)), learning rate, epochs and
+    pairs per batch as ``train_reward_model(grouped=False)``: TRL's batches are shuffled pairs.
+    ``metrics`` has the keys of ``train_reward_stage``; its seconds count dataset preparation
+    (tokenizing), model loading and training.
+    """
+    import datasets
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from helpers.config import device
+    from helpers.models import quiet_loading
+    from helpers.sft import _scratch_dir
+
+    settings = settings or RMSettings()
+    history = RMHistory()
+    train_data = preference_dataset(rankings)
+    steps = math.ceil(len(train_data) / settings.pairs_per_batch) * settings.epochs
+    config = RewardConfig(
+        output_dir=str(_scratch_dir()),
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.pairs_per_batch,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps // 20),  # as our own loop: 5% warm-up, then a cosine decay
+        weight_decay=settings.weight_decay,
+        max_grad_norm=1.0,
+        max_length=settings.max_length,
+        activation_checkpointing=False,  # TRL turns it on by default: slower, and not needed here
+        bf16=False,  # RewardConfig's default; float32 like our own loop (and the only CPU choice)
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=settings.seed,
+        data_seed=settings.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,  # our own bar below
+        dataloader_num_workers=0,
+    )
+
+    class Progress(TrainerCallback):
+        """One tqdm bar and the curves, instead of the trainer's printed log dicts."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, desc="reward model (TRL RewardTrainer)",
+                            disable=not progress)
+            self.correct = 0.0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "loss" in logs:
+                history.step.append(state.global_step)
+                history.loss.append(float(logs["loss"]))
+                self.correct += float(logs.get("accuracy", math.nan))
+                history.accuracy.append(self.correct / len(history.loss))  # running, as ours
+                self.bar.set_postfix(loss=f"{history.loss[-1]:.3f}", acc=f"{history.accuracy[-1]:.2f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    datasets.disable_progress_bars()  # the dataset preparation bars say nothing to a student
+    started = time.perf_counter()
+    with quiet_loading():
+        trainer = RewardTrainer(model=str(sft_path), args=config, train_dataset=train_data,
+                                processing_class=tokenizer, callbacks=[Progress()])
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    history.seconds = time.perf_counter() - started
+    history.responses_read = 2 * len(trainer.train_dataset) * settings.epochs
+    model = trainer.model.to(device())
+    model.eval()
+    metrics = {"heldout_accuracy": heldout_accuracy(model, tokenizer, heldout),
+               "train_accuracy": history.accuracy[-1] if history.accuracy else None,
+               "seconds": round(history.seconds, 1), "responses_read": history.responses_read}
+    return model, metrics, history
 
 
 # --------------------------------------------------------------------------------------------

@@ -116,3 +116,173 @@ register(Exercise(
         "-F.logsigmoid(r_w - r_l).mean().",
     ],
 ))
+
+
+# --- inter-annotator agreement (notebook 03) --------------------------------------------------
+
+
+def _ranking(ranks: list[int], labeler: str, prompt: int) -> "Ranking":
+    from helpers.labelers import Ranking
+
+    letters = "ABCDEFGH"
+    return Ranking(prompt_id=f"p{prompt}", prompt=f"prompt {prompt}", family="chat",
+                   responses=[f"response {letters[i]}" for i in range(len(ranks))],
+                   ranks=list(ranks), labeler=labeler)
+
+
+def _agreement_inputs(*pairs_of_ranks) -> Callable[[], dict]:
+    """Two labelers' rankings of the same prompts: pairs_of_ranks = ((ranks_a, ranks_b), ...)."""
+    return lambda: {"rankings_a": [_ranking(a, "a", i) for i, (a, _) in enumerate(pairs_of_ranks)],
+                    "rankings_b": [_ranking(b, "b", i) for i, (_, b) in enumerate(pairs_of_ranks)]}
+
+
+def _agreement_ties_agree(rankings_a, rankings_b):
+    agree = total = 0
+    for a, b in zip(rankings_a, rankings_b):
+        for i in range(len(a.ranks)):
+            for j in range(i + 1, len(a.ranks)):
+                da, db = a.ranks[i] - a.ranks[j], b.ranks[i] - b.ranks[j]
+                total += 1
+                agree += (a.ranks[i] < a.ranks[j]) == (b.ranks[i] < b.ranks[j])  # ties not skipped
+    return agree / total
+
+
+def _agreement_equal_ranks(rankings_a, rankings_b):
+    same = total = 0
+    for a, b in zip(rankings_a, rankings_b):
+        same += sum(x == y for x, y in zip(a.ranks, b.ranks))
+        total += len(a.ranks)
+    return same / total
+
+
+def _agreement_all_pairs_in_total(rankings_a, rankings_b):
+    agree = total = 0
+    for a, b in zip(rankings_a, rankings_b):
+        for i in range(len(a.ranks)):
+            for j in range(i + 1, len(a.ranks)):
+                da, db = a.ranks[i] - a.ranks[j], b.ranks[i] - b.ranks[j]
+                total += 1
+                agree += bool(da and db and (da > 0) == (db > 0))
+    return agree / total
+
+
+def _agreement_adjacent_only(rankings_a, rankings_b):
+    agree = total = 0
+    for a, b in zip(rankings_a, rankings_b):
+        order = sorted(range(len(a.ranks)), key=lambda i: a.ranks[i])  # a's ranking, best first
+        for i, j in zip(order, order[1:]):
+            da, db = a.ranks[i] - a.ranks[j], b.ranks[i] - b.ranks[j]
+            if da and db:
+                total += 1
+                agree += (da > 0) == (db > 0)
+    return agree / total
+
+
+def _agreement_mean_per_prompt(rankings_a, rankings_b):
+    shares = []
+    for a, b in zip(rankings_a, rankings_b):
+        agree = total = 0
+        for i in range(len(a.ranks)):
+            for j in range(i + 1, len(a.ranks)):
+                da, db = a.ranks[i] - a.ranks[j], b.ranks[i] - b.ranks[j]
+                if da and db:
+                    total += 1
+                    agree += (da > 0) == (db > 0)
+        if total:
+            shares.append(agree / total)
+    return sum(shares) / len(shares)
+
+
+register(Exercise(
+    name="pairwise_agreement",
+    reference="helpers.labelers:pairwise_agreement",
+    difficulty=2, importance=2, minutes=15,
+    cases=[
+        Case("one prompt, no ties: A > B > C > D against B > A > C > D",
+             _agreement_inputs(([1, 2, 3, 4], [2, 1, 3, 4]))),
+        Case("the same order written with different numbers: [1, 2, 2, 3] against [1, 2, 2, 4]",
+             _agreement_inputs(([1, 2, 2, 3], [1, 2, 2, 4]))),
+        Case("two prompts, ties in both rankings",
+             _agreement_inputs(([1, 1, 3, 4], [1, 2, 3, 3]), ([2, 1, 4, 3], [1, 2, 3, 4]))),
+        Case("three prompts of K = 3, 4 and 5 responses",
+             _agreement_inputs(([3, 1, 2], [1, 2, 3]), ([4, 3, 2, 1], [4, 3, 1, 1]),
+                               ([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]))),
+    ],
+    bugs=[
+        KnownBug("a tie states no preference, so it cannot agree or disagree: skip every pair that "
+                 "either labeler tied", _agreement_ties_agree),
+        KnownBug("agreement is about pairs, not rank numbers: for each pair (i, j) ask whether both "
+                 "labelers put the same response ahead ([1, 2, 2, 3] and [1, 2, 2, 4] order every "
+                 "pair the same way)", _agreement_equal_ranks),
+        KnownBug("pairs that either labeler tied are left out of the count altogether: divide by "
+                 "the number of pairs both labelers ordered, not by all pairs", _agreement_all_pairs_in_total),
+        KnownBug("every two responses form a pair, not only neighbours in the first labeler's "
+                 "ranking: K = 4 gives C(4, 2) = 6 pairs", _agreement_adjacent_only),
+        KnownBug("pool the pairs of all prompts, then divide once: averaging per prompt gives a "
+                 "prompt with few countable pairs as much weight as a full one", _agreement_mean_per_prompt),
+    ],
+    hints=[
+        "For every prompt, loop over the pairs i < j (itertools.combinations(range(K), 2)); compare "
+        "the sign of a.ranks[i] - a.ranks[j] with the sign of b.ranks[i] - b.ranks[j].",
+        "A difference of 0 is a tie: skip the pair. Count the pairs you kept and those where the "
+        "signs match, over all prompts, and return agree / kept.",
+    ],
+))
+
+
+# --- reward-model accuracy (notebook 04) ------------------------------------------------------
+
+
+def _accuracy_inputs(chosen: list[float], rejected: list[float]) -> Callable[[], dict]:
+    return lambda: {"rewards_chosen": torch.tensor(chosen), "rewards_rejected": torch.tensor(rejected)}
+
+
+def _accuracy_at_least(rewards_chosen, rewards_rejected):
+    return (rewards_chosen >= rewards_rejected).float().mean().item()
+
+
+def _accuracy_reversed(rewards_chosen, rewards_rejected):
+    return (rewards_chosen < rewards_rejected).float().mean().item()
+
+
+def _accuracy_ties_half(rewards_chosen, rewards_rejected):
+    wins = (rewards_chosen > rewards_rejected).float() + 0.5 * (rewards_chosen == rewards_rejected).float()
+    return wins.mean().item()
+
+
+def _accuracy_count(rewards_chosen, rewards_rejected):
+    return float((rewards_chosen > rewards_rejected).sum().item())
+
+
+def _accuracy_against_zero(rewards_chosen, rewards_rejected):
+    return (rewards_chosen > 0).float().mean().item()
+
+
+register(Exercise(
+    name="rm_accuracy",
+    reference="helpers.reward:rm_accuracy",
+    difficulty=1, importance=2, minutes=5,
+    cases=[
+        Case("four pairs, no ties", _accuracy_inputs([1.0, 0.2, -0.5, 2.0], [0.5, 0.4, -1.0, -2.0])),
+        Case("six pairs, two of them tied", _accuracy_inputs([0.3, 1.0, -0.2, 0.7, 0.0, 1.5],
+                                                              [0.3, 0.1, 0.4, 0.7, -0.6, 2.0])),
+        Case("a reward model that scores everything 0", _accuracy_inputs([0.0] * 4, [0.0] * 4)),
+        Case("rewards all negative, one tie", _accuracy_inputs([-0.1, -2.0, -0.4, -0.2], [-0.3, -1.0, -0.4, -0.9])),
+    ],
+    bugs=[
+        KnownBug("a tie is not a correct answer: use >, not >= (an RM that scores everything the "
+                 "same would otherwise be 100% accurate)", _accuracy_at_least),
+        KnownBug("the RM is right when the labeler's choice scores HIGHER: rewards_chosen > "
+                 "rewards_rejected", _accuracy_reversed),
+        KnownBug("count a tie as wrong, not as half right: the RM failed to say which response is "
+                 "better", _accuracy_ties_half),
+        KnownBug("return the share of pairs (a number between 0 and 1), not the count: take the mean",
+                 _accuracy_count),
+        KnownBug("compare the two rewards of each pair with each other, not each reward with 0: "
+                 "rewards have no fixed zero", _accuracy_against_zero),
+    ],
+    hints=[
+        "(rewards_chosen > rewards_rejected) is a boolean tensor, one value per pair.",
+        "Turn it into floats and take the mean; .item() makes it a Python number.",
+    ],
+))
