@@ -74,8 +74,8 @@ def masked_sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mas
 class SFTSettings:
     """What an SFT run does. The defaults are the full-mode tiny-profile run."""
 
-    epochs: int = 4
-    learning_rate: float = 1e-3
+    epochs: int = 6
+    learning_rate: float = 2e-3
     batch_size: int = 32
     max_length: int = 128
     warmup_ratio: float = 0.05

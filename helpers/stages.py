@@ -349,6 +349,11 @@ def _train_tokenizer(config: dict, inputs: dict, out_dir: Path) -> dict:
     from helpers import world
 
     texts = world.pretraining_corpus(seed=config["corpus_seed"], n_docs=config["n_docs"])
+    # The tokenizer learns from all the text the course's models will read: the web, and the
+    # demonstrations' answers, whose opening words ("Sure", "Sorry") the web rarely starts a
+    # line with. Without them, an answer's first word is spelled letter by letter.
+    demos = world.demonstrations(seed=config["corpus_seed"])
+    texts = texts + [f"{d.prompt}\n{d.response}" for d in demos]
     tok = tk.train_tokenizer(texts, vocab_size=config["vocab_size"],
                              model_max_length=config["model_max_length"])
     tok.save_pretrained(out_dir)
@@ -361,7 +366,7 @@ def _load_tokenizer(path: Path, info: dict):
     return None, load_tokenizer(path)
 
 
-register_stage("tokenizer", _tokenizer_settings, _train_tokenizer, _load_tokenizer, version="1",
+register_stage("tokenizer", _tokenizer_settings, _train_tokenizer, _load_tokenizer, version="2",
                estimate_fn=lambda config, run: "a few seconds" if "hub_model" not in config
                else f"downloading {config['hub_model']}'s tokenizer")
 
