@@ -106,7 +106,9 @@ class PPOConfig:
     value_learning_rate: float = 1e-4  # value model (it starts far from the returns)
     adam_eps: float = 1e-5
     max_grad_norm: float = 1.0  # gradient norm clipped per model
-    anneal_lr: bool = True  # learning rates fall linearly to 0 over the run
+    # Let the learning rates fall linearly to 0 over the run (CleanRL's default). Off here: with
+    # annealing a short run spends its last iterations barely moving.
+    anneal_lr: bool = False
     # Stop an iteration's epochs early once the policy moved this far from the rollout policy
     # (approx KL); None: always run all ppo_epochs.
     target_approx_kl: float | None = None
@@ -462,6 +464,15 @@ class Scorer:
         return score
 
 
+def gold_reward(examples: list, responses: list[str]) -> list[float]:
+    """The gold labeler's score as a reward function (``reward_fn=gold_reward``): PPO against the
+    "true" preferences instead of a learned reward model, the comparison that shows
+    overoptimization."""
+    from helpers.labelers import gold_score
+
+    return [gold_score(e, r) for e, r in zip(examples, responses)]
+
+
 @torch.no_grad()
 def evaluate_rollout(rollout: Rollout, policy, reference, value_model, config: PPOConfig) -> Rollout:
     """Fill in the rollout's log-probs (policy and reference), entropy and values.
@@ -790,7 +801,7 @@ def ppo_stage_settings(run) -> dict:
         config = PPOConfig()
     config.seed = run.seed
     return {**asdict(config), "prompt_seed": run.seed, "n_prompts": 64 if run.fast else None,
-            "ptx_seq_len": 64 if run.fast else 128}
+            "ptx_seq_len": 64 if run.fast else 128, "ptx_docs": 300 if run.fast else None}
 
 
 def ppo_ptx_stage_settings(run) -> dict:
@@ -823,7 +834,7 @@ def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
     prompts = world.prompts("ppo", seed=config["prompt_seed"], n=config["n_prompts"])
     ptx_batches = None
     if ppo_config.ptx_coef > 0:
-        texts = world.pretraining_corpus(seed=config["prompt_seed"])
+        texts = world.pretraining_corpus(seed=config["prompt_seed"], n_docs=config["ptx_docs"])
         ptx_batches = pretraining_batches(tokenizer, texts, ppo_config.ptx_batch_size,
                                           config["ptx_seq_len"], seed=ppo_config.seed)
     history = train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts, ppo_config,
@@ -879,7 +890,7 @@ __all__ = [
     "PPOConfig", "masked_mean", "masked_var", "masked_whiten", "last_real_index", "response_logprobs",
     "token_values", "response_values", "sequence_scores", "per_token_kl", "token_rewards", "gae",
     "clipped_policy_loss", "clipped_value_loss", "explained_variance", "AdaptiveKLController",
-    "FixedKLController", "Rollout", "sample_responses", "Scorer", "evaluate_rollout", "make_optimizer",
+    "FixedKLController", "Rollout", "sample_responses", "Scorer", "gold_reward", "evaluate_rollout", "make_optimizer",
     "ppo_update", "pretraining_batches", "train_ppo", "value_model_from", "value_model_from_causal_lm",
     "PTX_COEF", "ppo_stage_settings", "ppo_ptx_stage_settings", "train_ppo_stage", "load_ppo_stage", "ppo_estimate",
 ]
