@@ -60,7 +60,7 @@ from helpers.models import position_ids_from_mask
 
 @dataclass
 class PPOConfig:
-    """One PPO run. The defaults are the tiny profile's full run (about 5 minutes on 2 CPU cores).
+    """One PPO run. The defaults are the tiny profile's full run (about 4 minutes on a 2-core CPU).
 
     InstructGPT's values are quoted where ours differ; ours are scaled to a 1M-parameter model
     trained for minutes.
@@ -89,8 +89,9 @@ class PPOConfig:
     # Adaptive beta (Ziegler et al. 2019) when set: steer the mean KL per response toward this
     # many nats. None: beta stays kl_coef.
     kl_target: float | None = None
-    kl_horizon: int = 2000  # episodes over which beta may change by e (Ziegler: 10,000, for
-    #                        runs far longer than ours; with 10,000 beta would barely move here)
+    # Episodes over which beta changes by the factor (1 + e). Ziegler et al.: 10,000, in runs far
+    # longer than ours; over our few thousand episodes beta would then barely move.
+    kl_horizon: int = 2000
     # --- advantages -------------------------------------------------------------------------
     gamma: float = 1.0  # no discount: the reward arrives at the end of a short response
     lam: float = 0.95  # GAE lambda: trades the value model's bias against sampling variance
@@ -871,7 +872,7 @@ def ppo_estimate(config: dict, run) -> str:
         return "a few seconds, fast mode"
     if run.profile == "gpu":
         return f"{config['total_episodes']} episodes, about 10 min on a GPU"
-    return f"{config['total_episodes']} episodes, about 5 min on a 2-core CPU"
+    return f"{config['total_episodes']} episodes, about 4 min on a 2-core CPU"
 
 
 def _register() -> None:
