@@ -425,6 +425,17 @@ def _load_comparisons(path, info):
     return None, None
 
 
+def comparison_examples(artifact) -> dict:
+    """The world.Examples behind a "comparisons" artifact's rankings, by prompt id (the gold
+    labeler needs an example's facts to grade a response)."""
+    from helpers import world
+
+    config = artifact.info["settings"]
+    examples = world.prompts("rm", seed=config["seed"],
+                             n=config["n_prompts"] + config["heldout_prompts"])
+    return {e.id: e for e in examples}
+
+
 def load_comparisons(artifact) -> tuple[list[Ranking], list[Ranking]]:
     """(training rankings, held-out rankings) of a "comparisons" artifact."""
     from helpers.labelers import read_rankings
