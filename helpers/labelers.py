@@ -427,7 +427,7 @@ def read_rankings(path: Path | str, strict: bool = False) -> tuple[list[Ranking]
 
 #: Standard deviation of a simulated labeler's noise on the gold score, calibrated (see
 #: ``calibrate_noise``) so two labelers agree on about 72.6% of pairs of typical responses.
-CALIBRATED_NOISE = 0.24
+CALIBRATED_NOISE = 0.39
 PAPER_AGREEMENT = 0.726
 
 
@@ -450,7 +450,9 @@ class SimulatedLabeler:
         return grade.score + taste + self._rng.gauss(0.0, self.noise)
 
     def rank(self, example: Example, responses: list[str]) -> Ranking:
-        scores = [self.perceived(example, r) for r in responses]
+        # Identical texts get one impression, so they tie, as they would for a person.
+        impressions: dict[str, float] = {}
+        scores = [impressions.setdefault(r, self.perceived(example, r)) for r in responses]
         return Ranking(prompt_id=example.id, prompt=example.prompt, family=example.family,
                        responses=list(responses), labeler=self.name,
                        ranks=ranks_from_scores(scores, self.tie_margin))
