@@ -80,7 +80,7 @@ def test_simulated_labelers_prefer_what_gold_prefers():
     gold = [L.gold_labeler_ranking(e, r) for e, r in zip(examples, responses)]
     for lab in team:
         mine = [lab.rank(e, r) for e, r in zip(examples, responses)]
-        assert 0.7 < L.pairwise_agreement(mine, gold) < 0.95
+        assert 0.75 < L.pairwise_agreement(mine, gold) < 0.99  # disagreement is mostly on near-ties
 
 
 def test_ranking_record_round_trip_and_validation(tmp_path):
