@@ -780,6 +780,31 @@ def value_model_from_causal_lm(model):
     return value_model.to(next(model.parameters()).device).eval()
 
 
+@dataclass
+class PPOModels:
+    """The four models of a PPO run, and the tokenizer they share."""
+
+    policy: object  # trained: starts as a copy of the SFT model
+    reference: object  # frozen: the SFT model itself, the KL anchor
+    value_model: object  # trained: starts as a copy of the reward model
+    reward_model: object  # frozen
+    tokenizer: object
+
+
+def prepare_models(sft, rm) -> PPOModels:
+    """The models of a PPO run from the "sft" and "rm" artifacts (``load_or_train``).
+
+    The policy is a trainable copy of the SFT model, which itself stays frozen as the reference;
+    the value model is a trainable copy of the reward model (``value_model_from``).
+    """
+    reference = sft.model
+    policy = copy.deepcopy(reference)
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    return PPOModels(policy=policy, reference=reference, value_model=value_model_from(rm.model),
+                     reward_model=rm.model, tokenizer=sft.tokenizer)
+
+
 # --------------------------------------------------------------------------------------------
 # The "ppo" and "ppo_ptx" stages: load_or_train("ppo")
 # --------------------------------------------------------------------------------------------
@@ -810,6 +835,14 @@ def ppo_ptx_stage_settings(run) -> dict:
     return {**ppo_stage_settings(run), "ptx_coef": PTX_COEF}
 
 
+def config_and_prompts(settings: dict) -> tuple[PPOConfig, list]:
+    """The PPOConfig and the training prompts of a stage's settings (``ppo_stage_settings``)."""
+    from helpers import world
+
+    config = PPOConfig(**{k: settings[k] for k in PPOConfig.__dataclass_fields__})
+    return config, world.prompts("ppo", seed=settings["prompt_seed"], n=settings["n_prompts"])
+
+
 def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
     """Train PPO from the "sft" and "rm" artifacts into ``out_dir``; return metrics.
 
@@ -823,23 +856,16 @@ def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
     from helpers import labelers, world
     from helpers.models import quiet_loading
 
-    sft, rm = inputs["sft"], inputs["rm"]
-    tokenizer = sft.tokenizer
-    reference = sft.model
-    policy = copy.deepcopy(reference)
-    for p in policy.parameters():
-        p.requires_grad_(True)
-    reward_model = rm.model
-    value_model = value_model_from(reward_model)
-    ppo_config = PPOConfig(**{k: config[k] for k in PPOConfig.__dataclass_fields__})
-    prompts = world.prompts("ppo", seed=config["prompt_seed"], n=config["n_prompts"])
+    models = prepare_models(inputs["sft"], inputs["rm"])
+    policy, tokenizer = models.policy, models.tokenizer
+    ppo_config, prompts = config_and_prompts(config)
     ptx_batches = None
     if ppo_config.ptx_coef > 0:
         texts = world.pretraining_corpus(seed=config["prompt_seed"], n_docs=config["ptx_docs"])
         ptx_batches = pretraining_batches(tokenizer, texts, ppo_config.ptx_batch_size,
                                           config["ptx_seq_len"], seed=ppo_config.seed)
-    history = train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts, ppo_config,
-                        progress=True, gold_fn=labelers.gold_score, ptx_batches=ptx_batches)
+    history = train_ppo(policy, models.reference, models.value_model, models.reward_model, tokenizer, prompts,
+                        ppo_config, progress=True, gold_fn=labelers.gold_score, ptx_batches=ptx_batches)
     with quiet_loading():
         policy.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -893,5 +919,6 @@ __all__ = [
     "clipped_policy_loss", "clipped_value_loss", "explained_variance", "AdaptiveKLController",
     "FixedKLController", "Rollout", "sample_responses", "Scorer", "gold_reward", "evaluate_rollout", "make_optimizer",
     "ppo_update", "pretraining_batches", "train_ppo", "value_model_from", "value_model_from_causal_lm",
-    "PTX_COEF", "ppo_stage_settings", "ppo_ptx_stage_settings", "train_ppo_stage", "load_ppo_stage", "ppo_estimate",
+    "PPOModels", "prepare_models", "config_and_prompts", "PTX_COEF", "ppo_stage_settings",
+    "ppo_ptx_stage_settings", "train_ppo_stage", "load_ppo_stage", "ppo_estimate",
 ]
