@@ -107,7 +107,7 @@ def score(model, tokenizer, prompts: list[str], responses: list[str], batch_size
 @dataclass
 class RMSettings:
     epochs: int = 1  # the paper: one epoch (more overfits)
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-3
     prompts_per_batch: int = 8  # each prompt brings its K responses and C(K, 2) pairs
     pairs_per_batch: int = 48  # for the shuffled-pairs comparison
     weight_decay: float = 0.0
