@@ -753,7 +753,9 @@ class TrainingDashboard:
 
         columns = max(1, min(columns, len(self.metrics)))
         rows = -(-len(self.metrics) // columns)
-        self.figure = Figure(figsize=(4.3 * columns, 3.0 * rows), dpi=dpi, layout="constrained")
+        # About 1000 x 520 pixels for six panels: the width of a notebook's output area, so the
+        # picture is shown close to its own size and its text stays readable.
+        self.figure = Figure(figsize=(3.4 * columns, 2.6 * rows), dpi=dpi, layout="constrained")
         FigureCanvasAgg(self.figure)  # a canvas of its own: no pyplot, no GUI, no inline auto-show
         grid = self.figure.subplots(rows, columns, squeeze=False).flatten()
         for ax in grid[len(self.metrics):]:
@@ -766,9 +768,10 @@ class TrainingDashboard:
                                                gid=f"dashboard-{panel.key}")
             self.notes[panel.key] = ax.text(0.5, 0.5, "waiting for the first iteration", ha="center",
                                             va="center", transform=ax.transAxes, color="#8A9099", fontsize=9)
-            ax.set_title(panel.title)
-            ax.set_ylabel(panel.ylabel)
-            ax.set_xlabel(self.x_label)
+            ax.set_title(panel.title, fontsize=_TITLE_SIZE)
+            ax.set_ylabel(panel.ylabel, fontsize=_LABEL_SIZE)
+            ax.set_xlabel(self.x_label, fontsize=_LABEL_SIZE)
+            ax.tick_params(labelsize=_TICK_SIZE)
 
     # ---- feeding it ----------------------------------------------------------------------
 
@@ -821,20 +824,20 @@ class TrainingDashboard:
             xs, ys = self.series[panel.key]
             line.set_data(xs, ys)
             line.set_marker("o" if len(xs) <= 60 else "")  # markers only while they can be told apart
-            ax.set_xlabel(self.x_label)
+            ax.set_xlabel(self.x_label, fontsize=_LABEL_SIZE)
             ax.tick_params(labelbottom=bool(xs), labelleft=bool(xs))  # no made-up axis on an empty panel
             if xs:
                 note.set_text("")
-                ax.set_title(f"{panel.title}: {ys[-1]:.3g}")
+                ax.set_title(f"{panel.title}: {ys[-1]:.3g}", fontsize=_TITLE_SIZE)
                 ax.set_autoscale_on(True)
                 ax.relim()
                 ax.autoscale_view()
                 if len(xs) == 1:  # one point: give the x axis some width around it
                     ax.set_xlim(xs[0] - 1, xs[0] + 1)  # (turns autoscaling off until the next redraw)
             else:
-                ax.set_title(panel.title)
+                ax.set_title(panel.title, fontsize=_TITLE_SIZE)
                 note.set_text(panel.missing if self.iterations else "waiting for the first iteration")
-        self.figure.suptitle(self.status(), fontsize=11)
+        self.figure.suptitle(self.status(), fontsize=_LABEL_SIZE)
 
     def status(self) -> str:
         """One line: where the run is and its latest numbers."""
@@ -866,18 +869,18 @@ class TrainingDashboard:
     def samples_html(self) -> str:
         if not self.samples:
             return ""
-        rows = "".join(
-            "<tr>"
-            f"<td style='{_CELL}'>{html.escape(str(s.get('prompt', '')))}</td>"
-            f"<td style='{_CELL}'><pre style='{_PRE}'>{html.escape(str(s.get('response', ''))) or '<i>(empty)</i>'}</pre></td>"
-            f"<td style='{_CELL} text-align: right'>{_number(s.get('score'))}</td>"
-            "</tr>" for s in self.samples)
+        rows = []
+        for sample in self.samples:
+            response = html.escape(str(sample.get("response", ""))) or "<i>(empty)</i>"
+            rows.append(f"<tr><td style='{_CELL}'>{html.escape(str(sample.get('prompt', '')))}</td>"
+                        f"<td style='{_CELL}'><pre style='{_PRE}'>{response}</pre></td>"
+                        f"<td style='{_CELL}; text-align: right'>{_number(sample.get('score'))}</td></tr>")
         return ("<table class='ppo-dashboard-samples' style='border-collapse: collapse; margin-top: 6px; "
-                "font-size: 0.9em; width: 100%; max-width: 1100px'>"
+                f"font-size: 0.9em; width: 100%; max-width: {round(self.figure.get_figwidth() * self.dpi)}px'>"
                 f"<caption style='text-align: left; font-weight: bold; padding: 2px 0'>Answers sampled in iteration "
                 f"{self.last_stats.get('iteration', self.iterations)}</caption>"
                 f"<tr><th style='{_CELL}'>prompt</th><th style='{_CELL}'>response</th>"
-                f"<th style='{_CELL}'>RM score</th></tr>{rows}</table>")
+                f"<th style='{_CELL}'>RM score</th></tr>{''.join(rows)}</table>")
 
     def html(self) -> str:
         """The dashboard as one HTML fragment: the figure (an embedded PNG) and the samples."""
@@ -909,6 +912,7 @@ class TrainingDashboard:
         self._handle = display(HTML(self.html()), display_id=True)
 
 
+_TITLE_SIZE, _LABEL_SIZE, _TICK_SIZE = 10.5, 9.5, 8.5  # points; the panels are small
 _CELL = "border: 1px solid #d0d7de; padding: 3px 6px; vertical-align: top; text-align: left"
 _PRE = "white-space: pre-wrap; word-break: break-word; margin: 0; font-size: 0.95em"
 
