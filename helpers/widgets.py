@@ -44,7 +44,7 @@ import ipywidgets as W
 
 from helpers import labelers
 from helpers.labelers import FLAGS, Ranking, RankingError, SimulatedLabeler
-from helpers.plots import STAGE_COLORS
+from helpers.plots import STAGE_COLORS, smooth
 from helpers.world import Example
 
 #: What the student sees next to each flag box.
@@ -694,6 +694,8 @@ DASHBOARD_PANELS: dict[str, DashboardPanel] = {
     ]
 }
 DASHBOARD_METRICS = ("score", "gold", "kl", "entropy", "clipfrac", "response_length")
+#: From this many iterations on, each panel adds a smoothed curve over the raw points.
+SMOOTH_FROM = 12
 
 
 def _in_notebook() -> bool:
@@ -716,7 +718,8 @@ class TrainingDashboard:
         history = ppo.train_ppo(..., callback=dashboard.update, gold_fn=labelers.gold_score)
 
     Each ``update(iteration, stats)`` appends the metrics found in ``stats`` (a missing one, e.g.
-    "gold" without a gold_fn, leaves its panel empty with a note), redraws the figure and
+    "gold" without a gold_fn, leaves its panel empty with a note; from ``SMOOTH_FROM``
+    iterations on, a moving average is drawn over the raw points), redraws the figure and
     replaces the dashboard's output in the notebook with the new picture and the iteration's
     sample answers (``stats["samples"]``: dicts with prompt, response, score).
 
@@ -766,11 +769,15 @@ class TrainingDashboard:
         for ax in grid[len(self.metrics):]:
             ax.set_visible(False)
         self.axes = dict(zip(self.metrics, grid))
-        self.lines, self.notes = {}, {}
+        # Per panel: the raw value of every iteration, and once there are enough points a
+        # moving average over them (one batch of prompts is a noisy sample; the trend is the news).
+        self.lines, self.smoothed, self.notes = {}, {}, {}
         for panel in self.panels:
             ax = self.axes[panel.key]
             (self.lines[panel.key],) = ax.plot([], [], "o-", color=panel.color, markersize=3, linewidth=1.8,
                                                gid=f"dashboard-{panel.key}")
+            (self.smoothed[panel.key],) = ax.plot([], [], "-", color=panel.color, linewidth=2.2,
+                                                  gid=f"dashboard-{panel.key}-smoothed")
             self.notes[panel.key] = ax.text(0.5, 0.5, "waiting for the first iteration", ha="center",
                                             va="center", transform=ax.transAxes, color="#8A9099", fontsize=9)
             ax.set_title(panel.title, fontsize=_TITLE_SIZE)
@@ -829,6 +836,13 @@ class TrainingDashboard:
             xs, ys = self.series[panel.key]
             line.set_data(xs, ys)
             line.set_marker("o" if len(xs) <= 60 else "")  # markers only while they can be told apart
+            if len(xs) >= SMOOTH_FROM:
+                weight = min(0.9, 1 - 8 / len(xs))  # remembers about the last eighth of the run
+                self.smoothed[panel.key].set_data(xs, smooth(ys, weight))
+                line.set(alpha=0.35, linewidth=1.0, markersize=2)
+            else:
+                self.smoothed[panel.key].set_data([], [])
+                line.set(alpha=1.0, linewidth=1.8, markersize=3)
             ax.set_xlabel(self.x_label, fontsize=_LABEL_SIZE)
             ax.tick_params(labelbottom=bool(xs), labelleft=bool(xs))  # no made-up axis on an empty panel
             if xs:

@@ -50,6 +50,19 @@ def test_the_six_panels_draw_the_values_they_are_fed():
     assert "iteration 3" in dashboard.status() and "KL 0.500" in dashboard.status()
 
 
+def test_a_long_run_adds_a_smoothed_curve_over_the_raw_points():
+    dashboard = TrainingDashboard(display=False)
+    noisy = [1.0 if i % 2 else 0.0 for i in range(widgets.SMOOTH_FROM)]
+    for i, value in enumerate(noisy[:-1]):
+        dashboard.update(i, {"episodes": i + 1, "score": value})
+    assert len(dashboard.smoothed["score"].get_xdata()) == 0  # a short run: the raw points only
+    dashboard.update(len(noisy) - 1, {"episodes": len(noisy), "score": noisy[-1]})
+    smoothed = list(dashboard.smoothed["score"].get_ydata())
+    assert len(smoothed) == len(noisy) and dashboard.smoothed["score"].get_gid() == "dashboard-score-smoothed"
+    assert 0.2 < smoothed[-1] < 0.8  # between the two alternating values, not at either
+    assert list(dashboard.lines["score"].get_ydata()) == noisy  # the raw points stay
+
+
 def test_a_missing_metric_leaves_its_panel_empty_with_a_note():
     dashboard = TrainingDashboard(display=False)
     dashboard.update(0, fake_stats(0, gold=False))
