@@ -84,7 +84,10 @@ class PPOConfig:
     reward_norm_prompts: int = 128  # SFT responses sampled to measure that mean and spread
     score_clip: float | None = None  # clip the (normalized) score to [-c, c]; None: no clipping
     # --- KL penalty -------------------------------------------------------------------------
-    kl_coef: float = 0.05  # beta (InstructGPT 0.02, Stiennon et al. 0.05)
+    # beta. InstructGPT used 0.02 and Stiennon et al. 0.05, with reward models far more accurate
+    # than the tiny profile's (55% held-out accuracy): at 0.05 PPO found the tiny RM's blind spots
+    # (gold win rate over SFT 47%, KL 2.2 nats), at 0.2 it kept to what the RM knows (52%, 0.5).
+    kl_coef: float = 0.2
     kl_estimator: str = "k1"  # "k1": logp - logp_ref; "k3": (r - 1) - log r, r = p_ref / p
     # Adaptive beta (Ziegler et al. 2019) when set: steer the mean KL per response toward this
     # many nats. None: beta stays kl_coef.
