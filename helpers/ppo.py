@@ -351,6 +351,26 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     return 0.5 * masked_mean(errors, mask)
 
 
+def ppo_ptx_loss(policy_loss: torch.Tensor, value_loss: torch.Tensor, ptx_logits: torch.Tensor,
+                 ptx_ids: torch.Tensor, ptx_mask: torch.Tensor, vf_coef: float = 0.1,
+                 ptx_coef: float = 1.0) -> torch.Tensor:
+    """The loss one PPO-ptx gradient step minimises (what ``ppo_update`` computes):
+
+        policy_loss + vf_coef * value_loss + ptx_coef * NLL(pretraining text)
+
+    InstructGPT's objective adds gamma * E_pretrain[log pi(x)] to the reward it *maximises*; as
+    a loss to minimise that term becomes + gamma * the negative log-likelihood, i.e. the
+    pretraining loss (``next_token_loss``: shifted by one, mean over real target tokens) of a
+    batch of web text. ptx_coef = 0 is plain PPO.
+    """
+    from helpers.pretrain import next_token_loss
+
+    loss = policy_loss + vf_coef * value_loss
+    if ptx_coef == 0:
+        return loss
+    return loss + ptx_coef * next_token_loss(ptx_logits, ptx_ids, ptx_mask)
+
+
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
     """1 - Var(targets - predictions) / Var(targets) over real tokens.
 
@@ -919,7 +939,7 @@ _register()
 __all__ = [
     "PPOConfig", "masked_mean", "masked_var", "masked_whiten", "last_real_index", "response_logprobs",
     "token_values", "response_values", "sequence_scores", "per_token_kl", "token_rewards", "gae",
-    "clipped_policy_loss", "clipped_value_loss", "explained_variance", "AdaptiveKLController",
+    "clipped_policy_loss", "clipped_value_loss", "ppo_ptx_loss", "explained_variance", "AdaptiveKLController",
     "FixedKLController", "Rollout", "sample_responses", "Scorer", "gold_reward", "evaluate_rollout", "make_optimizer",
     "ppo_update", "pretraining_batches", "train_ppo", "value_model_from", "value_model_from_causal_lm",
     "PPOModels", "prepare_models", "config_and_prompts", "PTX_COEF", "ppo_stage_settings",
