@@ -342,9 +342,11 @@ class Ranking:
                           responses=list(row["responses"]), ranks=list(row["ranks"]),
                           labeler=row["labeler"], flags=dict(row.get("flags") or {}),
                           time=row.get("time", ""))
-        except (KeyError, TypeError) as error:
+            return ranking.validate()
+        except RankingError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:  # e.g. flags {"harmful": "0"}
             raise RankingError(f"missing or malformed field: {error}") from None
-        return ranking.validate()
 
     def pairs(self) -> list[tuple[int, int]]:
         return preference_pairs(self.ranks)
@@ -384,14 +386,26 @@ def append_ranking(path: Path | str, ranking: Ranking) -> None:
     ranking.validate()
     if not ranking.time:
         ranking.time = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    line = json.dumps(ranking.to_json(), ensure_ascii=False) + "\n"
+    append_lines(path, (json.dumps(ranking.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def append_lines(path: Path | str, data: bytes) -> None:
+    """Append whole lines (``data`` ends with a newline) to ``path`` and force them to disk.
+
+    One write() on a file opened for appending: with O_APPEND the operating system places it at
+    the end even if another widget appends to the same file. A last line cut short by a crash
+    (no newline at its end) is closed first, so the new lines never fuse with it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # One write() of one line on a file opened for appending: with O_APPEND the operating system
-    # places it at the end even if another widget appends to the same file.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
     try:
-        os.write(fd, line.encode("utf-8"))
+        size = os.fstat(fd).st_size
+        if size and os.lseek(fd, size - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
+            data = b"\n" + data  # (the write still goes to the end: O_APPEND)
+        view = memoryview(data)
+        while view:  # write() may write less than asked (a signal, a full disk)
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -413,7 +427,7 @@ def read_rankings(path: Path | str, strict: bool = False) -> tuple[list[Ranking]
                 continue
             try:
                 rankings.append(Ranking.from_json(json.loads(line)))
-            except (json.JSONDecodeError, RankingError) as error:
+            except (ValueError, RecursionError, RankingError) as error:  # JSONDecodeError is a ValueError
                 problem = f"{path} line {number}: {error} (this line is skipped)"
                 if strict:
                     raise RankingError(problem) from None

@@ -237,6 +237,7 @@ def _build(stage: Stage, config: dict, inputs: dict[str, Artifact], target: Path
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "versions": _library_versions(),
         }
+        info["files"] = _file_sizes(partial)  # to notice a file deleted or cut short later
         # stage.json is written last: a folder that has it is complete.
         (partial / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
         old = None
@@ -250,6 +251,24 @@ def _build(stage: Stage, config: dict, inputs: dict[str, Artifact], target: Path
         shutil.rmtree(partial, ignore_errors=True)
         raise
     print(f"saved {stage.name} to {_show(target)} ({_duration(seconds)})")
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    """Size in bytes of every file of an artifact folder (stage.json aside), by relative path."""
+    return {file.relative_to(folder).as_posix(): file.stat().st_size
+            for file in sorted(folder.rglob("*")) if file.is_file() and file.name != INFO_FILE}
+
+
+def _damage(path: Path, info: dict) -> str | None:
+    """What is wrong with the files of a complete-looking artifact, or None. Artifacts made
+    before stage.json listed the files are not checked."""
+    for name, size in (info.get("files") or {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size:,} bytes instead of {size:,}"
+    return None
 
 
 def _duration(seconds: float) -> str:
@@ -281,6 +300,8 @@ def load_or_train(stage: str, **overrides) -> Artifact:
                 reason = f"{_show(target)} is incomplete or corrupt (no valid {INFO_FILE})"
             elif info["settings"] != config:
                 reason = "settings changed: " + "; ".join(settings_diff(info["settings"], config))
+            elif damage := _damage(target, info):
+                reason = f"{_show(target)} is corrupt ({damage})"
             else:
                 print(f"loading {stage} from {_show(target)}")
                 try:

@@ -158,16 +158,7 @@ def append_rankings(path: Path | str, rankings: list[Ranking]) -> None:
         ranking.validate()
         ranking.time = ranking.time or now
     data = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rankings).encode()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    labelers.append_lines(path, data)
 
 
 def match_rankings(items: list[tuple[Example, list[str]]], rankings: list[Ranking],

@@ -215,6 +215,10 @@ def _output_problem(got: Any, expected: Any) -> str | None:
             if problem:
                 return f"output {i}: {problem}"
         return None
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        if not _is_number(got):
+            return f"expected a number (like {expected!r}), got {type(got).__name__}"
+        return None
     if not isinstance(expected, torch.Tensor):
         return None
     if not isinstance(got, torch.Tensor):
@@ -233,6 +237,19 @@ def _output_problem(got: Any, expected: Any) -> str | None:
         return ("your output carries no gradient: it was detached from the computation "
                 "(.item(), .detach(), .numpy() or torch.no_grad()), so training could not backpropagate")
     return None
+
+
+def _is_number(x: Any) -> bool:
+    """A plain number, a NumPy scalar or a one-element tensor: what a number output may be."""
+    if isinstance(x, torch.Tensor):
+        return x.numel() == 1
+    if isinstance(x, (str, bytes)):
+        return False
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _mutated_input(fresh: dict[str, Any], after: dict[str, Any]) -> str | None:
@@ -375,8 +392,10 @@ def _run_checks(name: str, fn: Callable) -> CheckResult:
     if isinstance(first.error, NotImplementedError):
         return CheckResult(name, "not attempted", 0, total)
 
-    failing = [i for i, (s, r) in enumerate(zip(student_outcomes, reference_outcomes))
-               if s.error is not None or s.problem is not None or exercise.cases[i].compare(s.summary, r.summary)]
+    differences = [None if s.error is not None or s.problem is not None else _compare(case, s, r)
+                   for case, s, r in zip(exercise.cases, student_outcomes, reference_outcomes)]
+    failing = [i for i, (s, d) in enumerate(zip(student_outcomes, differences))
+               if s.error is not None or s.problem is not None or d]
     if not failing:
         return CheckResult(name, "passed", total, total)
 
@@ -387,7 +406,7 @@ def _run_checks(name: str, fn: Callable) -> CheckResult:
         where = _student_line(outcome.error, fn)
         failure = f"On {case.description}, your function raised {what}" + (f"\n  ({where})" if where else "")
     else:
-        what = outcome.problem or case.compare(outcome.summary, reference_outcomes[i].summary)
+        what = outcome.problem or differences[i]
         failure = f"On {case.description}: {what}"
 
     bug = _recognise_bug(exercise, student_outcomes, reference_outputs, failing)
@@ -401,6 +420,14 @@ def _run_checks(name: str, fn: Callable) -> CheckResult:
     else:
         advice = exercise.hints[0] if exercise.hints else ""
     return CheckResult(name, "failed", total - len(failing), total, failure, advice, bug)
+
+
+def _compare(case: Case, student: Outcome, reference: Outcome) -> str | None:
+    """The case's comparison; an output it cannot even compare is a difference, not a crash."""
+    try:
+        return case.compare(student.summary, reference.summary)
+    except Exception as error:  # noqa: BLE001 - e.g. a str where a number belongs
+        return f"your output could not be compared with the expected one: {type(error).__name__}: {error}"
 
 
 def _recognise_bug(exercise: Exercise, student: list[Outcome], reference_outputs: list[Any],
