@@ -907,13 +907,9 @@ def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
 
 def load_ppo_stage(path: Path, info: dict):
     """The trained policy and its tokenizer."""
-    from helpers.config import device
-    from helpers.models import load_causal_lm
-    from helpers.tokenizer import load_tokenizer
+    from helpers.stages import load_lm_artifact
 
-    model = load_causal_lm(path, device())
-    model.eval()
-    return model, load_tokenizer(path)
+    return load_lm_artifact(path, info)
 
 
 def ppo_estimate(config: dict, run) -> str:

@@ -262,16 +262,6 @@ def _train_stage(config: dict, inputs: dict, out_dir) -> dict:
             "seconds": round(history.seconds, 1)}
 
 
-def _load_stage(path, info):
-    from helpers.config import device
-    from helpers.models import load_causal_lm
-    from helpers.tokenizer import load_tokenizer
-
-    model = load_causal_lm(path, device())
-    model.eval()
-    return model, load_tokenizer(path)
-
-
 def _estimate(config: dict, run) -> str:
     if run.fast:
         return "a few seconds, fast mode"
@@ -279,9 +269,9 @@ def _estimate(config: dict, run) -> str:
 
 
 def _register() -> None:
-    from helpers.stages import register_stage
+    from helpers.stages import load_lm_artifact, register_stage
 
-    register_stage("sft", _stage_settings, _train_stage, _load_stage, requires=("base",),
+    register_stage("sft", _stage_settings, _train_stage, load_lm_artifact, requires=("base",),
                    version="1", estimate_fn=_estimate)
 
 

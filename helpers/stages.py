@@ -468,7 +468,8 @@ def _train_base(config: dict, inputs: dict, out_dir: Path) -> dict:
     }
 
 
-def _load_base(path: Path, info: dict):
+def load_lm_artifact(path: Path, info: dict):
+    """Load a causal-LM artifact (base, sft, ppo...): the model in eval mode and its tokenizer."""
     from helpers.config import device
     from helpers.models import load_causal_lm
     from helpers.tokenizer import load_tokenizer
@@ -489,7 +490,7 @@ def _pretrain_estimate(config: dict, run: Settings) -> str:
     return f"about {max(1, round(minutes))} min on a 2-core CPU"
 
 
-register_stage("base", _pretrain_settings("tiny", BASE_PRETRAIN), _train_base, _load_base,
+register_stage("base", _pretrain_settings("tiny", BASE_PRETRAIN), _train_base, load_lm_artifact,
                requires=("tokenizer",), version="1", estimate_fn=_pretrain_estimate)
-register_stage("base_big", _pretrain_settings("big", BASE_BIG_PRETRAIN), _train_base, _load_base,
+register_stage("base_big", _pretrain_settings("big", BASE_BIG_PRETRAIN), _train_base, load_lm_artifact,
                requires=("tokenizer",), version="2", estimate_fn=_pretrain_estimate)
