@@ -67,14 +67,14 @@ def test_short_sft_run_teaches_the_answer_format(course_artifacts):
     from helpers.stages import load_or_train
 
     base = load_or_train("base")  # the fast-mode base of this test session
-    prompts = world.prompts("eval")[::12]
+    prompts = world.prompts("eval")[::8]
     texts, details = generation.generate(base.model, base.tokenizer, [evaluation.base_prompt(e.prompt) for e in prompts],
                                          chat=False, temperature=0.0, max_new_tokens=32, return_details=True)
     before = evaluation.instruction_following_rate(prompts, texts, details["ended_with_eos"].tolist())
 
     from helpers.models import load_causal_lm
     model = load_causal_lm(base.path)
-    settings = sft.SFTSettings(epochs=3, n_demonstrations=400, batch_size=16, learning_rate=2e-3,
+    settings = sft.SFTSettings(epochs=5, n_demonstrations=500, batch_size=16, learning_rate=3e-3,
                                eval_prompts_per_epoch=4)
     history = sft.train_sft(model, base.tokenizer, world.demonstrations(), settings, progress=False)
     texts, details = generation.generate(model, base.tokenizer, [e.prompt for e in prompts], temperature=0.0,
