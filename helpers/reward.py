@@ -298,6 +298,7 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
     from trl import RewardConfig, RewardTrainer
 
     from helpers.config import device
+    from helpers.sft import trainer_defaults
     from helpers.models import quiet_loading
     from helpers.sft import _scratch_dir
 
@@ -318,13 +319,7 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
         activation_checkpointing=False,  # TRL turns it on by default: slower, and not needed here
         bf16=False,  # RewardConfig's default; float32 like our own loop (and the only CPU choice)
         logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=settings.seed,
-        data_seed=settings.seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,  # our own bar below
-        dataloader_num_workers=0,
+        **trainer_defaults(settings.seed),
     )
 
     class Progress(TrainerCallback):

@@ -170,13 +170,7 @@ def train_sft(model, tokenizer, demos: list[Example], settings: SFTSettings,
         assistant_only_loss=True,
         eval_strategy="epoch",
         logging_steps=max(1, steps_per_epoch // 4),
-        save_strategy="no",
-        report_to=[],
-        seed=settings.seed,
-        data_seed=settings.seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,  # our own bar below
-        dataloader_num_workers=0,
+        **trainer_defaults(settings.seed),
     )
     class ProgressBar(TrainerCallback):
         """One tqdm bar with the latest losses, instead of the trainer's printed log dicts."""
@@ -215,6 +209,13 @@ def train_sft(model, tokenizer, demos: list[Example], settings: SFTSettings,
     history.seconds = time.perf_counter() - started
     model.eval()
     return history
+
+
+def trainer_defaults(seed: int) -> dict:
+    """Trainer settings every TRL route of the course shares: no checkpoints or loggers, seeded,
+    CPU unless CUDA is there, and no trainer progress bar (the course draws its own)."""
+    return dict(save_strategy="no", report_to=[], seed=seed, data_seed=seed,
+                use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0)
 
 
 def _scratch_dir():
