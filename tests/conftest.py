@@ -15,3 +15,12 @@ import pytest
 def course_artifacts() -> Path:
     """The artifact folder of this test session (shared with the notebooks nbval runs)."""
     return Path(os.environ["COURSE_ARTIFACTS"])
+
+
+@pytest.fixture(scope="module")
+def items():
+    """Six prompts with K = 4 plausible responses each: what the ranking widget tests rank."""
+    from helpers import labelers
+
+    examples, responses = labelers.calibration_set(n_prompts=6, k=4, seed=3)
+    return list(zip(examples, responses))

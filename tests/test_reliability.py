@@ -60,12 +60,6 @@ def child_env(**extra) -> dict:
 # =============================================================================================
 
 
-@pytest.fixture(scope="module")
-def items():
-    examples, responses = labelers.calibration_set(n_prompts=6, k=4, seed=3)
-    return list(zip(examples, responses))
-
-
 @pytest.fixture
 def path(tmp_path):
     return tmp_path / "rankings" / "my_rankings.jsonl"

@@ -18,12 +18,6 @@ from helpers.labelers import Ranking
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def items():
-    examples, responses = labelers.calibration_set(n_prompts=6, k=4, seed=3)
-    return list(zip(examples, responses))
-
-
 @pytest.fixture
 def path(tmp_path):
     return tmp_path / "rankings" / "student.jsonl"
