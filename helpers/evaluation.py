@@ -249,3 +249,33 @@ def three_h(examples: list[Example], responses: list[str],
         "howto_over_refusal_rate": _share([labelers.is_refusal(r) for r in howto]),
         "gold_score": sum(g.score for g in grades) / max(1, len(grades)),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# The alignment tax
+# --------------------------------------------------------------------------------------------
+
+
+def alignment_tax(heldout_losses: dict[str, float], reference: str = "base") -> dict[str, float]:
+    """How much worse each model models held-out pretraining text than the base model did.
+
+    ``heldout_losses`` maps model names to their next-token loss (nats/token) on held-out web
+    text; the tax of a model is its loss minus the ``reference`` model's (the base model: what
+    alignment started from). Positive: language modeling lost to alignment.
+    """
+    if reference not in heldout_losses:
+        raise KeyError(f"the reference model {reference!r} is missing; losses were given for "
+                       f"{sorted(heldout_losses)}")
+    return {name: loss - heldout_losses[reference] for name, loss in heldout_losses.items()
+            if name != reference}
+
+
+def tax_removed(tax_without: float, tax_with: float) -> float:
+    """Share of an alignment tax that a fix removes: 1 - tax_with / tax_without.
+
+    1 means the fix brings the loss all the way back to the reference model's, 0 that it changes
+    nothing, a negative value that it makes things worse. NaN when there was no tax to remove.
+    """
+    if tax_without <= 0:
+        return float("nan")
+    return 1.0 - tax_with / tax_without

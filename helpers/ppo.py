@@ -836,6 +836,8 @@ def prepare_models(sft, rm) -> PPOModels:
 #: its own loss scaling; here both losses are per-token means, and 1.0 makes the pretraining
 #: loss pull about as hard as the policy loss.
 PTX_COEF = 1.0
+#: The paper's alternative to ptx: a larger KL coefficient instead of the pretraining loss.
+HIGH_BETA = 0.5
 
 
 def ppo_stage_settings(run) -> dict:
@@ -856,6 +858,11 @@ def ppo_stage_settings(run) -> dict:
 def ppo_ptx_stage_settings(run) -> dict:
     """Settings of the "ppo_ptx" stage: the "ppo" settings plus the pretraining loss."""
     return {**ppo_stage_settings(run), "ptx_coef": PTX_COEF}
+
+
+def ppo_high_beta_stage_settings(run) -> dict:
+    """Settings of the "ppo_high_beta" stage: the "ppo" settings with beta = HIGH_BETA."""
+    return {**ppo_stage_settings(run), "kl_coef": HIGH_BETA}
 
 
 def config_and_prompts(settings: dict) -> tuple[PPOConfig, list]:
@@ -927,6 +934,8 @@ def _register() -> None:
                    version="1", estimate_fn=ppo_estimate)
     register_stage("ppo_ptx", ppo_ptx_stage_settings, train_ppo_stage, load_ppo_stage,
                    requires=("sft", "rm"), version="1", estimate_fn=ppo_estimate)
+    register_stage("ppo_high_beta", ppo_high_beta_stage_settings, train_ppo_stage, load_ppo_stage,
+                   requires=("sft", "rm"), version="1", estimate_fn=ppo_estimate)
 
 
 _register()
@@ -938,6 +947,6 @@ __all__ = [
     "clipped_policy_loss", "clipped_value_loss", "ppo_ptx_loss", "explained_variance", "AdaptiveKLController",
     "FixedKLController", "Rollout", "sample_responses", "Scorer", "gold_reward", "evaluate_rollout", "make_optimizer",
     "ppo_update", "pretraining_batches", "train_ppo", "value_model_from", "value_model_from_causal_lm",
-    "PPOModels", "prepare_models", "config_and_prompts", "PTX_COEF", "ppo_stage_settings",
-    "ppo_ptx_stage_settings", "train_ppo_stage", "load_ppo_stage", "ppo_estimate",
+    "PPOModels", "prepare_models", "config_and_prompts", "PTX_COEF", "HIGH_BETA", "ppo_stage_settings",
+    "ppo_ptx_stage_settings", "ppo_high_beta_stage_settings", "train_ppo_stage", "load_ppo_stage", "ppo_estimate",
 ]

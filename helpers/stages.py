@@ -85,6 +85,7 @@ STAGE_MODULES: dict[str, str] = {
     "rm": "helpers.reward",
     "ppo": "helpers.ppo",
     "ppo_ptx": "helpers.ppo",
+    "ppo_high_beta": "helpers.ppo",
     "dpo": "helpers.dpo",
 }
 

@@ -1,3 +1,4 @@
+import math
 """Evaluation: mismatch rate, per-family means and win rates on hand-built judgments."""
 
 import pytest
@@ -48,3 +49,38 @@ def test_few_shot_prompt_and_answer_cut():
     text = ev.few_shot_prompt("What is 2 plus 2?", [ADD])
     assert text == "Question: What is 34 plus 12?\nAnswer: 46\n\nQuestion: What is 2 plus 2?\nAnswer:"
     assert ev.few_shot_answer(" 4\n\nQuestion: What is 3 plus 3?") == "4"
+
+
+# --------------------------------------------------------------------------------------------
+# The alignment tax
+# --------------------------------------------------------------------------------------------
+
+
+def test_alignment_tax_is_loss_above_the_base_model():
+    losses = {"base": 1.0, "SFT": 3.5, "PPO": 3.25, "PPO-ptx": 1.25}
+    tax = ev.alignment_tax(losses)
+    assert tax == pytest.approx({"SFT": 2.5, "PPO": 2.25, "PPO-ptx": 0.25})
+    assert "base" not in tax
+
+
+def test_alignment_tax_names_a_missing_reference():
+    with pytest.raises(KeyError, match="base"):
+        ev.alignment_tax({"SFT": 2.0, "PPO": 2.5})
+
+
+def test_tax_removed_share_by_hand():
+    assert ev.tax_removed(2.0, 0.5) == pytest.approx(0.75)  # 1 - 0.5 / 2
+    assert ev.tax_removed(2.0, 2.0) == pytest.approx(0.0)
+    assert ev.tax_removed(2.0, 3.0) == pytest.approx(-0.5)  # the "fix" made it worse
+    assert math.isnan(ev.tax_removed(0.0, 0.1))  # no tax to remove
+
+
+def test_high_beta_stage_is_the_ppo_stage_with_a_larger_beta():
+    from helpers import ppo
+    from helpers.config import settings as current_settings
+    from helpers.stages import get_stage
+
+    run = current_settings()
+    plain, high = ppo.ppo_stage_settings(run), get_stage("ppo_high_beta").settings_fn(run)
+    assert high["kl_coef"] == ppo.HIGH_BETA > plain["kl_coef"]
+    assert {k: v for k, v in high.items() if k != "kl_coef"} == {k: v for k, v in plain.items() if k != "kl_coef"}
