@@ -249,9 +249,114 @@ def heldout_accuracy(model, tokenizer, rankings: list[Ranking]) -> float:
     return scored.accuracy() if scored.pairs else 0.0
 
 
+# --------------------------------------------------------------------------------------------
+# How far can an RM get? Gold ties, the oracle ceiling, and a copy probe
+# --------------------------------------------------------------------------------------------
+
+
+def ceiling_analysis(scored: ScoredPairs, examples: dict, tie_margin: float = 1e-9):
+    """Per task family (and "all"): how much of the held-out accuracy any model could get.
+
+    ``scored`` comes from ``score_pairs(model, tokenizer, heldout)``, ``examples`` from
+    ``comparison_examples(artifact)`` (prompt id -> world.Example: the gold labeler needs it).
+    A pair is a *gold tie* when the gold labeler scores both responses the same (within
+    ``tie_margin``; usually both 0, both wrong): the labeler's order is then a coin flip. Columns:
+
+    * ``pairs``: labeler preference pairs; ``gold_ties``: share of them that are gold ties;
+    * ``oracle``: accuracy of a judge that scores with the gold rubric (a gold tie counts 1/2);
+    * ``rm``: the RM's accuracy against the labeler (as ``rm_accuracy``: an RM tie is wrong);
+    * ``rm_nontied``: the RM's accuracy against the labeler on the pairs that are not gold ties;
+    * ``rm_nontied_vs_gold``: on those pairs, how often the RM orders them as the gold labeler does.
+
+    Shares are NaN where a family has no pairs (or no non-tied pairs).
+    """
+    import pandas as pd
+
+    from helpers import world
+    from helpers.labelers import gold_score
+
+    counts: dict[str, list[float]] = {}  # pairs, ties, oracle, rm, rm non-tied, rm vs gold non-tied
+    for (ranking, w, l), chosen, rejected in zip(scored.pairs, scored.chosen.tolist(),
+                                                 scored.rejected.tolist()):
+        example = examples[ranking.prompt_id]
+        gold_w, gold_l = gold_score(example, ranking.responses[w]), gold_score(example, ranking.responses[l])
+        tied = abs(gold_w - gold_l) <= tie_margin
+        rm_right = chosen > rejected
+        rm_as_gold = (chosen > rejected) if gold_w > gold_l else (rejected > chosen)
+        row = [1, tied, 0.5 if tied else float(gold_w > gold_l), rm_right,
+               0 if tied else rm_right, 0 if tied else rm_as_gold]
+        for key in (ranking.family, "all"):
+            counts[key] = [a + float(b) for a, b in zip(counts.get(key, [0.0] * 6), row)]
+    counts.setdefault("all", [0.0] * 6)
+    share = lambda x, n: x / n if n else math.nan  # noqa: E731
+    order = [f for f in world.FAMILIES if f in counts] + sorted(set(counts) - set(world.FAMILIES) - {"all"})
+    rows = []
+    for family in order + ["all"]:
+        n, ties, oracle, rm, rm_nt, rm_gold = counts[family]
+        rows.append({"family": family, "pairs": int(n), "gold_ties": share(ties, n),
+                     "oracle": share(oracle, n), "rm": share(rm, n),
+                     "rm_nontied": share(rm_nt, n - ties), "rm_nontied_vs_gold": share(rm_gold, n - ties)})
+    return pd.DataFrame(rows).set_index("family")
+
+
+#: The greetings of ``copy_probe``: (what the user says, how the reference answer starts).
+COPY_PROBE_GREETINGS = (("Hi!", "Hi"), ("Hello!", "Hello"), ("Good morning!", "Good morning"))
+
+
+@torch.no_grad()
+def copy_probe(model, tokenizer, chat: bool = True, names=None) -> dict:
+    """Can a language model copy a name from its prompt? "Hi! My name is Finn." -> "Hi Finn!".
+
+    For every name and greeting, the prompt introduces the name and the answer is cut right
+    before the reference answer repeats it ("...Hi"); the probe reads the probability of each
+    candidate name (all of ``world.PEOPLE`` by default) as the next word. ``chat=True`` uses the
+    chat template (SFT and PPO models); ``chat=False`` the web's "Question: ...\\nAnswer: ..."
+    form (the base model). Returns means over the prompts:
+
+    * ``p_name``: probability of the name given in the prompt;
+    * ``p_any_name``: probability of any of the candidate names;
+    * ``top1``: share of prompts where the name given is the likeliest candidate;
+    * ``chance``: 1 / number of names, what ``p_name / p_any_name`` and ``top1`` are without copying.
+    """
+    from helpers import world
+    from helpers.tokenizer import messages
+
+    names = list(names or world.PEOPLE)
+    device = next(model.parameters()).device
+    name_ids = [tokenizer(" " + n, add_special_tokens=False)["input_ids"] for n in names]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model.eval()
+    p_name, p_any, top1 = [], [], []
+    for user, greeting in COPY_PROBE_GREETINGS:
+        for form in ("{user} My name is {name}.", "{user} I am {name}."):
+            for given in names:
+                prompt = form.format(user=user, name=given)
+                if chat:
+                    prefix = tokenizer.apply_chat_template(messages(prompt), tokenize=False,
+                                                           add_generation_prompt=True) + greeting
+                else:
+                    prefix = f"Question: {prompt}\nAnswer: {greeting}"
+                start = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+                rows = [start + ids for ids in name_ids]
+                width = max(len(r) for r in rows)
+                input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+                logp = torch.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), -1)
+                # log P(name) = sum of its tokens' log-probabilities, each read one position earlier
+                scores = torch.stack([sum(logp[i, len(start) + j - 1, t] for j, t in enumerate(ids))
+                                      for i, ids in enumerate(name_ids)]).exp()
+                k = names.index(given)
+                p_name.append(float(scores[k]))
+                p_any.append(float(scores.sum()))
+                top1.append(float(int(scores.argmax()) == k))
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return {"p_name": mean(p_name), "p_any_name": mean(p_any), "top1": mean(top1),
+            "chance": 1 / len(names), "prompts": len(p_name)}
+
+
 __all__ = ["ranking_loss", "pairwise_accuracy", "rm_accuracy", "score", "score_pairs", "raw_scores",
            "RMSettings", "train_reward_model", "set_demonstration_offset", "heldout_accuracy",
-           "preference_pairs", "preference_dataset", "train_with_trl"]
+           "preference_pairs", "preference_dataset", "train_with_trl", "ceiling_analysis", "copy_probe"]
 
 
 # --------------------------------------------------------------------------------------------
