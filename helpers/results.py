@@ -26,6 +26,10 @@ _recorded: dict[str, Any] = {}
 _formats: dict[str, str] = {}
 
 
+#: How a non-finite number is stored (JSON has no NaN or inf).
+_NON_FINITE = ("nan", "inf", "-inf")
+
+
 def _plain(value: Any) -> Any:
     """A JSON-friendly copy: tensors and numpy numbers become Python numbers or lists."""
     if hasattr(value, "tolist") and callable(value.tolist):  # torch tensors, numpy arrays and scalars
@@ -97,7 +101,7 @@ def record(name: str, value: Any, fmt: str | None = None) -> Any:
     plain = _plain(value)
     _recorded[name] = plain
     if fmt is not None:
-        if plain is not None:
+        if plain is not None and plain not in _NON_FINITE:  # NaN has no number to format
             fmt.format(plain)  # fail here, in the notebook, rather than in the summary
         _formats[name] = fmt
     path = os.environ.get(RESULTS_FILE_ENV)

@@ -1,3 +1,4 @@
+import math
 """Recording key figures: returned unchanged, kept in process, merged atomically into a JSON file."""
 
 import json
@@ -76,3 +77,13 @@ def test_reserved_name_and_bad_format():
         results.record("_formats", 1)
     with pytest.raises(ValueError):
         results.record("x", "text", fmt="{:.2f}")
+
+
+def test_a_nan_with_a_number_format_is_recorded_and_shown_as_nan(tmp_path, monkeypatch):
+    # e.g. "share of the tax removed" when a fast-mode run has no tax to remove
+    monkeypatch.setenv(results.RESULTS_FILE_ENV, str(tmp_path / "results.json"))
+    assert math.isnan(results.record("tax/removed", float("nan"), ".0%"))
+    assert results.recorded()["tax/removed"] == "nan"
+    assert results.format_value("nan", "{:.0%}") == "nan"
+    with pytest.raises(ValueError):  # a real mistake in the format is still caught at once
+        results.record("tax/removed", 0.5, ".0q")
