@@ -241,17 +241,18 @@ def response_values(value_model, input_ids, attention_mask, prompt_length: int) 
 
 
 def sequence_scores(reward_model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The reward model's score of each row, read at its last real token: (batch,).
+    """The reward model's score of each row: (batch,). Read at the last real token, or averaged
+    over the answer's tokens if the RM was trained that way (``helpers.reward.POOLINGS``).
 
     We score the exact tokens that were sampled (decoding to text and re-tokenizing could
     change them) and find the last real token from the attention mask (not from the pad id: a
     policy can sample the pad token itself). ``config.reward_offset`` shifts the scores so the
     demonstrations average 0 (the RM stage sets it), as ``helpers.reward.score`` does.
     """
-    values = token_values(reward_model, input_ids, attention_mask)
-    last = last_real_index(attention_mask)
+    from helpers.reward import pooled_scores
+
     offset = float(getattr(reward_model.config, "reward_offset", 0.0) or 0.0)
-    return values[torch.arange(values.size(0), device=values.device), last] - offset
+    return pooled_scores(reward_model, input_ids, attention_mask).float() - offset
 
 
 # --------------------------------------------------------------------------------------------

@@ -75,16 +75,56 @@ def _encode_pairs(tokenizer, prompts: list[str], responses: list[str], max_lengt
                      max_length=max_length, add_special_tokens=False)
 
 
+#: How the reward model turns its head's output into one score per answer.
+#: "last": the head read at the last real token, as InstructGPT (and TRL's RewardTrainer) do;
+#: "mean": the head applied at every token of the answer, averaged. Each answer token can then
+#: check its own piece against the prompt (is this the name the user gave?), which a small model
+#: does far better than squeezing the whole judgment into the last position (notebook 04).
+POOLINGS = ("last", "mean")
+
+
+def pooling_of(model) -> str:
+    """The pooling a reward model was trained with (its config's ``reward_pooling``; "last" if unset)."""
+    return getattr(model.config, "reward_pooling", None) or "last"
+
+
+def set_pooling(model, tokenizer, pooling: str) -> None:
+    """Record in the model's config how it scores, so every later user (PPO too) does the same."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    from helpers.tokenizer import ASSISTANT
+
+    model.config.reward_pooling = pooling
+    model.config.answer_start_token_id = tokenizer.convert_tokens_to_ids(ASSISTANT)
+
+
+def answer_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, start_token_id: int) -> torch.Tensor:
+    """1 on the answer's tokens: every real token after the first ``start_token_id`` (the
+    assistant marker that ends the prompt), EOS included; 0 on padding and the prompt."""
+    started = (input_ids == start_token_id).long().cumsum(-1) > 0
+    return (started & (input_ids != start_token_id) & attention_mask.bool()).to(attention_mask.dtype)
+
+
+def pooled_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """One score per row from the scalar head, pooled as the model was trained: (batch,)."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                              position_ids=position_ids, use_cache=False).last_hidden_state
+    per_token = model.score(hidden).squeeze(-1).float()  # (batch, seq)
+    if pooling_of(model) == "mean":
+        mask = answer_mask(input_ids, attention_mask, model.config.answer_start_token_id).float()
+        return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+    columns = torch.arange(attention_mask.size(-1), device=attention_mask.device)
+    last = (columns * attention_mask.long()).argmax(-1)
+    return per_token[torch.arange(per_token.size(0), device=per_token.device), last]
+
+
 def raw_scores(model, tokenizer, prompts: list[str], responses: list[str],
                max_length: int = 160) -> torch.Tensor:
-    """The scalar head's output for each (prompt, response), read at the last real token."""
+    """The scalar head's score of each (prompt, response), pooled as the model was trained."""
     device = next(model.parameters()).device
     batch = _encode_pairs(tokenizer, prompts, responses, max_length)
-    attention_mask = batch["attention_mask"].to(device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=batch["input_ids"].to(device), attention_mask=attention_mask,
-                position_ids=position_ids)
-    return out.logits.squeeze(-1)
+    return pooled_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
 
 @torch.no_grad()
@@ -113,6 +153,7 @@ class RMSettings:
     weight_decay: float = 0.0
     max_length: int = 160
     grouped: bool = True
+    pooling: str = "mean"  # see POOLINGS; "last" is the paper's
     seed: int = 0
 
     @classmethod
@@ -156,6 +197,7 @@ def train_reward_model(model, tokenizer, rankings: list[Ranking], settings: RMSe
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     device = next(model.parameters()).device
+    set_pooling(model, tokenizer, settings.pooling)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
     batches_of = _grouped_batches if settings.grouped else _shuffled_pair_batches
@@ -356,6 +398,7 @@ def copy_probe(model, tokenizer, chat: bool = True, names=None) -> dict:
 
 __all__ = ["ranking_loss", "pairwise_accuracy", "rm_accuracy", "score", "score_pairs", "raw_scores",
            "RMSettings", "train_reward_model", "set_demonstration_offset", "heldout_accuracy",
+           "POOLINGS", "pooling_of", "set_pooling", "answer_mask", "pooled_scores",
            "preference_pairs", "preference_dataset", "train_with_trl", "ceiling_analysis", "copy_probe"]
 
 
