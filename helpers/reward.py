@@ -78,8 +78,9 @@ def _encode_pairs(tokenizer, prompts: list[str], responses: list[str], max_lengt
 #: How the reward model turns its head's output into one score per answer.
 #: "last": the head read at the last real token, as InstructGPT (and TRL's RewardTrainer) do;
 #: "mean": the head applied at every token of the answer, averaged. Each answer token can then
-#: check its own piece against the prompt (is this the name the user gave?), which a small model
-#: does far better than squeezing the whole judgment into the last position (notebook 04).
+#: check its own piece against the prompt (is this the name the user gave?) instead of squeezing
+#: the whole judgment into the last position. Measured on the tiny profile (notebook 04): about 2
+#: points of held-out accuracy better on average over three runs, within run-to-run noise.
 POOLINGS = ("last", "mean")
 
 
