@@ -251,7 +251,9 @@ def test_rank_submit_refuse_undo_and_resume_in_notebook_03(page, lab):
         widget.locator(".flag-makes_up_facts-2 input").check()
         widget.locator(".submit-ranking").click()
         wait_until(lambda: progress.inner_text() == "1 / 6 ranked", "the first submit")
-        assert message.inner_text().startswith("Saved: A > B > D > C. Flagged: C makes up facts.")
+        # The widget's parts update one by one: wait for each rather than reading it at once.
+        wait_until(lambda: message.inner_text().startswith("Saved: A > B > D > C. Flagged: C makes up facts."),
+                   "the first confirmation")
         wait_until(lambda: len(lines_of(rankings)) == 1, "the first line in the file")
         (saved,) = lines_of(rankings)
         assert saved["prompt"] == first_prompt and saved["ranks"] == [1, 2, 4, 3]
@@ -265,16 +267,18 @@ def test_rank_submit_refuse_undo_and_resume_in_notebook_03(page, lab):
         choose([2, 2, 1, 3])
         widget.locator(".submit-ranking").click()
         wait_until(lambda: progress.inner_text() == "2 / 6 ranked", "the second submit")
-        assert message.inner_text().startswith("Saved: C > A = B > D.")
+        wait_until(lambda: message.inner_text().startswith("Saved: C > A = B > D."), "the second confirmation")
         wait_until(lambda: len(lines_of(rankings)) == 2, "the second line")
         assert lines_of(rankings)[1]["ranks"] == [2, 2, 1, 3]
 
         # Undo: the line leaves the file, the prompt comes back with its ranks.
         widget.locator(".undo-ranking").click()
         wait_until(lambda: progress.inner_text() == "1 / 6 ranked", "the undo")
-        assert message.inner_text().startswith("Removed the ranking C > A = B > D of prompt 2.")
-        assert widget.locator(".ranking-prompt pre").inner_text() == second_prompt
-        assert [widget.locator(f".rank-select-{i} select").input_value() for i in range(4)] == ["2", "2", "1", "3"]
+        wait_until(lambda: message.inner_text().startswith("Removed the ranking C > A = B > D of prompt 2."),
+                   "the undo message")
+        wait_until(lambda: widget.locator(".ranking-prompt pre").inner_text() == second_prompt, "the prompt back")
+        wait_until(lambda: [widget.locator(f".rank-select-{i} select").input_value() for i in range(4)]
+                   == ["2", "2", "1", "3"], "the ranks back")
         assert lines_of(rankings) == [saved]
 
         # Restart the kernel and run everything again: nothing is lost, the widget carries on.
@@ -283,9 +287,10 @@ def test_rank_submit_refuse_undo_and_resume_in_notebook_03(page, lab):
         page.get_by_text(re.compile(r"\| Idle$")).wait_for()
         run_all_cells(page)
         widget.scroll_into_view_if_needed()
-        assert progress.inner_text() == "1 / 6 ranked"
-        assert message.inner_text().startswith("Welcome back: 1 of 6 prompts were already ranked by student")
-        assert widget.locator(".ranking-prompt pre").inner_text() == second_prompt
+        wait_until(lambda: progress.inner_text() == "1 / 6 ranked", "the resumed progress")
+        wait_until(lambda: message.inner_text().startswith("Welcome back: 1 of 6 prompts were already ranked by student"),
+                   "the welcome back")
+        wait_until(lambda: widget.locator(".ranking-prompt pre").inner_text() == second_prompt, "the resumed prompt")
         assert lines_of(rankings) == [saved]
         # The agreement cell used the saved ranking.
         assert "you vs the gold labeler" in page.locator(".jp-NotebookPanel:visible .jp-Notebook").inner_text()
