@@ -4,7 +4,8 @@
     python benchmarks/ppo_rewards.py --runs rm gold        # some of them
     python benchmarks/ppo_rewards.py --set learning_rate=1e-4 --set kl_coef=0.1
 
-Every run starts from the cached "sft" model (and "rm" reward model), trains PPO with the "ppo"
+Every run starts from the "sft" model (and "rm" reward model) of `load_or_train`, cached after
+the course has run (trained first otherwise), trains PPO with the "ppo"
 stage's full-mode settings plus the run's changes, then answers the held-out evaluation
 prompts greedily. The table gives the gold labeler's win rate over SFT with its 95% bootstrap interval,
 the mean gold score, the final KL to SFT and the reward the run optimized, first and last sixth.

@@ -88,6 +88,26 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def last_real_index(mask: torch.Tensor) -> torch.Tensor:
+    """Column of the last 1 of each row of ``mask`` (batch,) -> (batch,); 0 for an all-0 row."""
+    columns = torch.arange(mask.size(-1), device=mask.device)
+    return (columns * mask.long()).argmax(-1)
+
+
+def token_values(value_model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The scalar head applied at every position: (batch, seq).
+
+    A sequence-classification model (``AutoModelForSequenceClassification``, one label) only
+    returns the head's output at the last real token. PPO's value model needs a value for every
+    prefix, and a reward model that averages over the answer needs the head at every answer
+    token, so we run the transformer and apply its ``score`` head to every position ourselves.
+    """
+    hidden = value_model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                    position_ids=position_ids_from_mask(attention_mask),
+                                    use_cache=False).last_hidden_state
+    return value_model.score(hidden).squeeze(-1).float()
+
+
 @contextlib.contextmanager
 def quiet_loading():
     """Hide transformers' per-file progress bars and notes while saving or loading a small model

@@ -51,7 +51,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from helpers.models import position_ids_from_mask
+from helpers.models import last_real_index, position_ids_from_mask, token_values
 
 # --------------------------------------------------------------------------------------------
 # Settings: every implementation detail has a name
@@ -85,8 +85,9 @@ class PPOConfig:
     score_clip: float | None = None  # clip the (normalized) score to [-c, c]; None: no clipping
     # --- KL penalty -------------------------------------------------------------------------
     # beta. InstructGPT used 0.02 and Stiennon et al. 0.05, with reward models far more accurate
-    # than the tiny profile's (55% held-out accuracy): at 0.05 PPO found the tiny RM's blind spots
-    # (gold win rate over SFT 47%, KL 2.2 nats), at 0.2 it kept to what the RM knows (52%, 0.5).
+    # than the tiny profile's (55-58% held-out accuracy): at 0.05 PPO found the tiny RM's blind
+    # spots (gold win rate over SFT 47%, KL 2.2 nats), at 0.2 it kept to what the RM knows (52%,
+    # KL about 0.4; benchmarks/ppo_rewards.py).
     kl_coef: float = 0.2
     kl_estimator: str = "k1"  # "k1": logp - logp_ref; "k3": (r - 1) - log r, r = p_ref / p
     # Adaptive beta (Ziegler et al. 2019) when set: steer the mean KL per response toward this
@@ -176,11 +177,6 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     return (x - mean) * torch.rsqrt(var + eps) * mask.to(x.dtype)
 
 
-def last_real_index(mask: torch.Tensor) -> torch.Tensor:
-    """Column of the last 1 of each row of ``mask`` (batch,) -> (batch,); 0 for an all-0 row."""
-    columns = torch.arange(mask.size(-1), device=mask.device)
-    return (columns * mask.long()).argmax(-1)
-
 
 # --------------------------------------------------------------------------------------------
 # Forward passes: log-probs of the sampled tokens, values, scores
@@ -215,19 +211,6 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     entropy = -(all_logprobs.exp() * all_logprobs).sum(-1)
     return logprobs, entropy
 
-
-def token_values(value_model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The scalar head applied at every position: (batch, seq).
-
-    A sequence-classification model (``AutoModelForSequenceClassification``, one label) only
-    returns the head's output at the last real token: the reward. PPO's value model needs a
-    value for every prefix, so we run its transformer and apply its ``score`` head to every
-    position's hidden state ourselves.
-    """
-    hidden = value_model.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                                    position_ids=position_ids_from_mask(attention_mask),
-                                    use_cache=False).last_hidden_state
-    return value_model.score(hidden).squeeze(-1).float()
 
 
 def response_values(value_model, input_ids, attention_mask, prompt_length: int) -> torch.Tensor:
@@ -565,16 +548,16 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, advantages: tor
                                               config.clip_range)
             value_loss = clipped_value_loss(values, rollout.values[idx], returns[idx], m,
                                             config.value_clip_range)
-            loss = policy_loss + config.vf_coef * value_loss
+            ptx = (None, None, None)
             if config.ptx_coef > 0:
                 # PPO-ptx: keep the pretraining objective alive, so the policy does not forget
                 # what it knew outside the RL prompts (InstructGPT's fix for the alignment tax).
                 block = next(ptx_batches).to(mask.device)
                 block_mask = torch.ones_like(block)
-                ptx_logits = policy(input_ids=block, attention_mask=block_mask, use_cache=False).logits
-                ptx_loss = next_token_loss(ptx_logits, block, block_mask)
-                loss = loss + config.ptx_coef * ptx_loss
-                add("ptx_loss", ptx_loss.item())
+                ptx = (policy(input_ids=block, attention_mask=block_mask, use_cache=False).logits, block, block_mask)
+                with torch.no_grad():
+                    add("ptx_loss", next_token_loss(*ptx).item())
+            loss = ppo_ptx_loss(policy_loss, value_loss, *ptx, config.vf_coef, config.ptx_coef)
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

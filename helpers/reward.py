@@ -108,16 +108,13 @@ def answer_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, start_tok
 
 def pooled_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """One score per row from the scalar head, pooled as the model was trained: (batch,)."""
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                              position_ids=position_ids, use_cache=False).last_hidden_state
-    per_token = model.score(hidden).squeeze(-1).float()  # (batch, seq)
+    from helpers.models import last_real_index, token_values
+
+    per_token = token_values(model, input_ids, attention_mask)  # (batch, seq)
     if pooling_of(model) == "mean":
         mask = answer_mask(input_ids, attention_mask, model.config.answer_start_token_id).float()
         return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
-    columns = torch.arange(attention_mask.size(-1), device=attention_mask.device)
-    last = (columns * attention_mask.long()).argmax(-1)
-    return per_token[torch.arange(per_token.size(0), device=per_token.device), last]
+    return per_token[torch.arange(per_token.size(0), device=per_token.device), last_real_index(attention_mask)]
 
 
 def raw_scores(model, tokenizer, prompts: list[str], responses: list[str],
@@ -447,9 +444,8 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
     from trl import RewardConfig, RewardTrainer
 
     from helpers.config import device
-    from helpers.sft import trainer_defaults
     from helpers.models import quiet_loading
-    from helpers.sft import _scratch_dir
+    from helpers.sft import _scratch_dir, trainer_defaults
 
     settings = settings or RMSettings()
     history = RMHistory()

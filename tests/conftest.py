@@ -24,3 +24,12 @@ def items():
 
     examples, responses = labelers.calibration_set(n_prompts=6, k=4, seed=3)
     return list(zip(examples, responses))
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer():
+    """A 300-token byte-BPE tokenizer trained on 300 web documents: enough for micro models."""
+    from helpers import world
+    from helpers.tokenizer import train_tokenizer
+
+    return train_tokenizer(world.pretraining_corpus(seed=0, n_docs=300), vocab_size=300)

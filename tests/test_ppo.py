@@ -1,7 +1,7 @@
 """PPO for language models: the invariants a correct implementation holds, and a run that learns.
 
 Everything runs on a tiny randomly initialized GPT-2 (2 layers, width 32) with a 300-token
-tokenizer trained here on a few hundred world documents, so the file takes seconds.
+tokenizer trained on a few hundred world documents (``small_tokenizer``), so the file takes seconds.
 """
 
 import copy
@@ -14,7 +14,7 @@ import torch
 
 from helpers import ppo, world
 from helpers.models import ModelSize, build_causal_lm
-from helpers.tokenizer import render_chat, train_tokenizer
+from helpers.tokenizer import render_chat
 
 TINY = ModelSize(n_layer=2, n_head=2, n_embd=32, n_positions=128, dropout=0.1)
 
@@ -29,8 +29,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(world.pretraining_corpus(seed=0, n_docs=300), vocab_size=300)
+def tokenizer(small_tokenizer):
+    return small_tokenizer
 
 
 @pytest.fixture(scope="module")

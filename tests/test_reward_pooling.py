@@ -7,16 +7,16 @@ as ``reward.score`` gives a notebook.
 import pytest
 import torch
 
-from helpers import ppo, reward, world
+from helpers import ppo, reward
 from helpers.models import ModelSize, build_causal_lm
-from helpers.tokenizer import ASSISTANT, train_tokenizer
+from helpers.tokenizer import ASSISTANT
 
 SMALL = ModelSize(n_layer=2, n_head=2, n_embd=32, n_positions=128)
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(world.pretraining_corpus(seed=0, n_docs=300), vocab_size=300)
+def tokenizer(small_tokenizer):
+    return small_tokenizer
 
 
 def reward_model(tokenizer, pooling, seed=0):
