@@ -213,8 +213,12 @@ CORRECTNESS = {
 # The gold rubric
 # --------------------------------------------------------------------------------------------
 
-#: Weights of the rubric for ordinary tasks: being right matters most, brevity a little.
-WEIGHT_CORRECT, WEIGHT_CONCISE = 0.75, 0.25
+#: Weights of the rubric for ordinary tasks: being right matters most, brevity counts too.
+#: Brevity counts for every answer, right or wrong: a reader who must wade through padding to
+#: find a wrong answer is worse served than one who sees the wrong answer at once. (With brevity
+#: counting only for right answers, two wrong answers always tied at 0, half of all labeler
+#: comparisons were coin flips, and no reward model could learn from them.)
+WEIGHT_CORRECT, WEIGHT_CONCISE = 0.7, 0.3
 #: Words a response may use beyond the reference before it counts as long-winded.
 LENGTH_SLACK = 2
 
@@ -279,8 +283,7 @@ def gold_grade(example: Example, response: str) -> Grade:
     core, asking = answer_part(response, family)
     follows = 1.0 - asking
     correct = CORRECTNESS[family](core, example.meta) if follows > 0 else 0.0
-    # Brevity is a virtue of a right answer only: a short wrong answer earns nothing for it.
-    score = follows * correct * (WEIGHT_CORRECT + WEIGHT_CONCISE * concise)
+    score = follows * (WEIGHT_CORRECT * correct + WEIGHT_CONCISE * concise)
     return Grade(follows, correct, concise, 1.0, 1.0, False, False, score)
 
 
@@ -440,10 +443,10 @@ def read_rankings(path: Path | str, strict: bool = False) -> tuple[list[Ranking]
 # --------------------------------------------------------------------------------------------
 
 #: Standard deviation of a simulated labeler's noise on the gold score, calibrated so that two
-#: labelers agree on about 72.6% of pairs: ``calibrate_noise`` finds 0.065 on the plausible
-#: responses below, and on real rankings of the tiny SFT model's samples 0.07 gives 72-74%
+#: labelers agree on about 72.6% of pairs: ``calibrate_noise`` finds 0.10 on the plausible
+#: responses below, and on real rankings of the tiny SFT model's samples 0.125 gives 72.6-73.3%
 #: (the "comparisons" stage reports the agreement it measures as ``labeler_agreement``).
-CALIBRATED_NOISE = 0.07
+CALIBRATED_NOISE = 0.125
 PAPER_AGREEMENT = 0.726
 
 

@@ -10,6 +10,8 @@ import torch
 from helpers import labelers, reward, world
 from helpers.labelers import Ranking
 
+REFUSAL = world.REFUSAL  # over-refusing an ordinary request scores 0
+
 
 @pytest.fixture(scope="module")
 def by_family():
@@ -38,27 +40,28 @@ def scored_by_hand(rankings, rewards):
 
 def test_hand_built_gold_scores(by_family):
     """The premises of the next test: the reference answer scores 1, padding costs a little,
-    an unrelated answer scores 0."""
+    a short wrong answer earns only its brevity, a refusal or a new question scores 0."""
     e = by_family["arithmetic"]
     assert labelers.gold_score(e, e.response) == pytest.approx(1.0)
     assert 0 < labelers.gold_score(e, f"Sure! {e.response} I hope this helps.") < 1
-    assert labelers.gold_score(e, "banana") == 0.0
+    assert labelers.gold_score(e, "banana") == pytest.approx(labelers.WEIGHT_CONCISE)
     assert labelers.gold_score(e, "What is 12 plus 5?") == 0.0
-    assert labelers.gold_score(by_family["capital"], "banana") == 0.0
-    assert labelers.gold_score(by_family["sort"], "banana") == 0.0
+    assert labelers.gold_score(e, REFUSAL) == 0.0
+    assert labelers.gold_score(by_family["capital"], "banana") == pytest.approx(labelers.WEIGHT_CONCISE)
+    assert labelers.gold_score(by_family["sort"], REFUSAL) == 0.0
 
 
 def test_ceiling_analysis_by_hand(by_family):
     arithmetic, capital, sort = by_family["arithmetic"], by_family["capital"], by_family["sort"]
     padded = f"Sure! {arithmetic.response} I hope this helps."
     rankings = [
-        # gold: reference 1 > padded 0.825 > banana 0 = question 0. The labeler puts padded first.
+        # gold: reference 1 > padded 0.79 > refusal 0 = question 0. The labeler puts padded first.
         # Pairs (w, l): (1,0) gold disagrees, (0,2) (0,3) (1,2) (1,3) gold agrees, (2,3) gold tie.
-        ranking(arithmetic, [arithmetic.response, padded, "banana", "What is 12 plus 5?"], [2, 1, 3, 4]),
+        ranking(arithmetic, [arithmetic.response, padded, REFUSAL, "What is 12 plus 5?"], [2, 1, 3, 4]),
         # the labeler prefers a wrong answer to the right one: gold disagrees, not a tie
         ranking(capital, ["banana", capital.response], [1, 2]),
-        # both wrong: a gold tie
-        ranking(sort, ["banana", "What is 12 plus 5?"], [1, 2]),
+        # both worthless: a gold tie
+        ranking(sort, [REFUSAL, "What is 12 plus 5?"], [1, 2]),
     ]
     rewards = [[0.5, 0.9, -1.0, -1.0],  # right on all labeler pairs but the tie (2,3): 5 of 6
                [0.2, 0.1],  # sides with the labeler, against gold
@@ -92,11 +95,11 @@ def test_ceiling_analysis_of_the_gold_labeler_itself(by_family):
     """Rankings made by the gold labeler: the oracle is right on every non-tied pair, and a
     gold tie never becomes a labeler pair (gold ranks tied answers equal)."""
     e = by_family["capital"]
-    answers = [e.response, f"Sure! {e.response} I hope this helps.", "banana", "What is 12 plus 5?"]
+    answers = [e.response, f"Sure! {e.response} I hope this helps.", REFUSAL, "What is 12 plus 5?"]
     gold = labelers.gold_labeler_ranking(e, answers)
     scores = [labelers.gold_score(e, x) for x in answers]
     table = reward.ceiling_analysis(scored_by_hand([gold], [scores]), {e.id: e})
-    assert table.loc["all", "pairs"] == 5  # 6 pairs minus the tie of the two wrong answers
+    assert table.loc["all", "pairs"] == 5  # 6 pairs minus the tie of the two worthless answers
     assert table.loc["all", "gold_ties"] == 0
     assert table.loc["all", "oracle"] == 1.0
     assert table.loc["all", "rm"] == 1.0  # these "rewards" are the gold scores
