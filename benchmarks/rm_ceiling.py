@@ -1,4 +1,4 @@
-"""Why the reward model stays far from the labelers' agreement: gold ties, the oracle ceiling, a copy probe.
+"""What keeps the reward model below the labelers' agreement: gold ties, the oracle ceiling, a copy probe.
 
     OMP_NUM_THREADS=1 python benchmarks/rm_ceiling.py
 

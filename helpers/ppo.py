@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.models import last_real_index, position_ids_from_mask, token_values
+from helpers.reward import pooled_scores
 
 # --------------------------------------------------------------------------------------------
 # Settings: every implementation detail has a name
@@ -232,8 +233,6 @@ def sequence_scores(reward_model, input_ids: torch.Tensor, attention_mask: torch
     policy can sample the pad token itself). ``config.reward_offset`` shifts the scores so the
     demonstrations average 0 (the RM stage sets it), as ``helpers.reward.score`` does.
     """
-    from helpers.reward import pooled_scores
-
     offset = float(getattr(reward_model.config, "reward_offset", 0.0) or 0.0)
     return pooled_scores(reward_model, input_ids, attention_mask).float() - offset
 
@@ -523,8 +522,6 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, advantages: tor
                returns: torch.Tensor, config: PPOConfig, generator: torch.Generator,
                ptx_batches: Iterator | None = None) -> dict:
     """Several epochs of minibatch steps on one rollout batch; returns the update's diagnostics."""
-    from helpers.pretrain import next_token_loss
-
     mask = rollout.response_mask
     n = mask.size(0)
     sums: dict[str, float] = {}
@@ -555,9 +552,10 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, advantages: tor
                 block = next(ptx_batches).to(mask.device)
                 block_mask = torch.ones_like(block)
                 ptx = (policy(input_ids=block, attention_mask=block_mask, use_cache=False).logits, block, block_mask)
-                with torch.no_grad():
-                    add("ptx_loss", next_token_loss(*ptx).item())
             loss = ppo_ptx_loss(policy_loss, value_loss, *ptx, config.vf_coef, config.ptx_coef)
+            if config.ptx_coef > 0:  # the pretraining loss is what the total adds to PPO's two terms
+                ptx_term = loss.detach() - (policy_loss.detach() + config.vf_coef * value_loss.detach())
+                add("ptx_loss", ptx_term.item() / config.ptx_coef)
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.labelers import Ranking, preference_pairs
+from helpers.models import last_real_index, token_values
 
 # --------------------------------------------------------------------------------------------
 # The loss
@@ -108,8 +109,6 @@ def answer_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, start_tok
 
 def pooled_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """One score per row from the scalar head, pooled as the model was trained: (batch,)."""
-    from helpers.models import last_real_index, token_values
-
     per_token = token_values(model, input_ids, attention_mask)  # (batch, seq)
     if pooling_of(model) == "mean":
         mask = answer_mask(input_ids, attention_mask, model.config.answer_start_token_id).float()
@@ -300,7 +299,8 @@ def ceiling_analysis(scored: ScoredPairs, examples: dict, tie_margin: float = 1e
     ``scored`` comes from ``score_pairs(model, tokenizer, heldout)``, ``examples`` from
     ``comparison_examples(artifact)`` (prompt id -> world.Example: the gold labeler needs it).
     A pair is a *gold tie* when the gold labeler scores both responses the same (within
-    ``tie_margin``; usually both 0, both wrong): the labeler's order is then a coin flip. Columns:
+    ``tie_margin``; e.g. two equally brief wrong answers): the labeler's order is then a coin
+    flip. Columns:
 
     * ``pairs``: labeler preference pairs; ``gold_ties``: share of them that are gold ties;
     * ``oracle``: accuracy of a judge that scores with the gold rubric (a gold tie counts 1/2);
