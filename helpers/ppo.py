@@ -178,7 +178,6 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     return (x - mean) * torch.rsqrt(var + eps) * mask.to(x.dtype)
 
 
-
 # --------------------------------------------------------------------------------------------
 # Forward passes: log-probs of the sampled tokens, values, scores
 # --------------------------------------------------------------------------------------------
@@ -211,7 +210,6 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         return logprobs
     entropy = -(all_logprobs.exp() * all_logprobs).sum(-1)
     return logprobs, entropy
-
 
 
 def response_values(value_model, input_ids, attention_mask, prompt_length: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
-"""Can a model copy from its context? Two probes of a base (or any causal) model.
+"""Can a base model copy from its context? Three probes, one row per model.
 
-    python benchmarks/copy_probe.py                        # the "base" and "base_big" stages
-    python benchmarks/copy_probe.py --models base path/to/saved_model
+    python benchmarks/base_copying.py                        # the "base" and "base_big" stages
+    python benchmarks/base_copying.py --models base path/to/saved_model
 
 Most Instruction World tasks (extract a fact, reverse or sort words, greet the user by name,
 shorten a sentence, answer about the country named in the question) need the model to copy
@@ -11,7 +11,10 @@ an earlier occurrence of the current token and predicts what followed it.
 1. Repeated list. A random list of 10 of the world's words, written twice. A model that copies
    predicts the second copy far better than the first (loss per token falls); a model that
    cannot finds both equally surprising.
-2. Question page. Evaluation prompts of the families that need copying, in the format of the
+2. A name, as notebook 04 asks (``reward.copy_probe``, web Q&A form): "My name is Finn." ->
+   "Hi" + which name? The share of prompts where the given name is the likeliest, against
+   chance (1 / the number of names).
+3. Question page. Evaluation prompts of the families that need copying, in the format of the
    pretraining corpus's question-and-answer pages ("Question: ...\\nAnswer:"), answered greedily;
    the share the gold labeler grades correct, per family.
 
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from helpers import generation, labelers, world  # noqa: E402
+from helpers import generation, labelers, reward, world  # noqa: E402
 from helpers.stages import load_lm_artifact, load_or_train  # noqa: E402
 
 COPY_FAMILIES = ("capital", "chat", "extract", "reverse", "sort", "shorten", "sentiment")
@@ -86,7 +89,9 @@ def main() -> None:
         model, tokenizer = load(name)
         model.eval()
         first, second = repeated_list_losses(model, tokenizer)
-        row = {"model": name, "loss 1st copy": first, "loss 2nd copy": second}
+        names = reward.copy_probe(model, tokenizer, chat=False)
+        row = {"model": name, "loss 1st copy": first, "loss 2nd copy": second,
+               "name likeliest": names["top1"], "chance": names["chance"]}
         row.update(question_page_accuracy(model, tokenizer))
         rows.append(row)
 
@@ -96,7 +101,8 @@ def main() -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(float_format=lambda x: f"{x:.2f}"))
     print("\nloss columns: nats per token on a repeated word list (a model that copies does much "
-          "better on the 2nd copy);\nfamily columns: share correct in the Q&A-page format.")
+          "better on the 2nd copy);\nname likeliest: share of prompts where the name given is the "
+          "likeliest next word (against chance);\nfamily columns: share correct in the Q&A-page format.")
 
 
 if __name__ == "__main__":

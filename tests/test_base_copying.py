@@ -1,15 +1,16 @@
-"""The copy probe (benchmarks/copy_probe.py) tells a model that copies from one that cannot."""
+"""The repeated-list probe of benchmarks/base_copying.py tells a model that copies from one that cannot."""
 
 import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import copy_probe  # noqa: E402
+import base_copying  # noqa: E402
 
 
 class Copier(torch.nn.Module):
@@ -44,17 +45,12 @@ def test_repeated_list_separates_copying_from_guessing(small_tokenizer):
     vocab = len(small_tokenizer)
     uniform = math.log(vocab)
 
-    first, second = copy_probe.repeated_list_losses(Copier(vocab, copies=False), small_tokenizer,
+    first, second = base_copying.repeated_list_losses(Copier(vocab, copies=False), small_tokenizer,
                                                     n_lists=4)
-    assert first == second == pytest_approx(uniform)
+    assert first == pytest.approx(uniform) and second == pytest.approx(uniform)
 
-    first, second = copy_probe.repeated_list_losses(Copier(vocab, copies=True), small_tokenizer,
+    first, second = base_copying.repeated_list_losses(Copier(vocab, copies=True), small_tokenizer,
                                                     n_lists=4)
     assert second < 0.01  # every token of the second copy is predicted from the first
     assert first > 0.5 * uniform  # the first copy cannot be copied from anywhere
 
-
-def pytest_approx(value):
-    import pytest
-
-    return pytest.approx(value, rel=1e-5)
