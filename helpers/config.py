@@ -2,7 +2,7 @@
 
 Two environment variables steer every notebook and script:
 
-* ``COURSE_PROFILE``: ``tiny`` (default; any CPU, offline, a few-million-parameter GPT-2 trained
+* ``COURSE_PROFILE``: ``tiny`` (default; any CPU, offline, a one-million-parameter Llama-style model trained
   on the Instruction World) or ``gpu`` (a small pretrained hub model and hub datasets).
 * ``COURSE_FAST``: ``1`` shrinks every loop to a smoke run of a few seconds (used by the tests).
 

@@ -515,11 +515,49 @@ def _doc_chat_log(rng: random.Random) -> str:
            f"{_web_question(rng).prompt}"
 
 
+
+def _doc_story_recap(rng: random.Random) -> str:
+    """A diary entry that tells who ate what, then recalls some of it: the web's repetition,
+    where a model learns to look back and copy a name or a word it has already seen."""
+    people, food = rng.sample(PEOPLE, 3), rng.sample(FOODS, 3)
+    events = [f"{people[i]} ate {food[i]}." for i in range(3)]
+    rng.shuffle(events)
+    recalled = rng.sample(range(3), rng.randint(1, 3))
+    recap = " ".join(rng.choice(("{p} ate {f}.", "So {p} had {f}.", "{p} liked the {f}.")).format(
+        p=people[i], f=food[i]) for i in recalled)
+    return f"At the {rng.choice(PLACES)}. " + " ".join(events) + " Later that day: " + recap
+
+
+def _doc_word_games(rng: random.Random) -> str:
+    """A puzzle page: words said backwards, put in order, or said again."""
+    vocabulary = sorted({w for words in CATEGORIES.values() for w in words})
+    lines = ["Word games"]
+    for _ in range(rng.randint(2, 4)):
+        words = rng.sample(vocabulary, rng.randint(2, 4))
+        game = rng.random()
+        if game < 0.35:
+            lines.append(f"Words: {' '.join(words)}. Backwards: {' '.join(reversed(words))}.")
+        elif game < 0.7:
+            lines.append(f"Words: {', '.join(words)}. In order: {', '.join(sorted(words))}.")
+        else:
+            lines.append(f"Words: {' '.join(words)}. Again: {' '.join(words)}.")
+    return "\n".join(lines)
+
+
+def _doc_introductions(rng: random.Random) -> str:
+    """Two people meet in a chat and greet each other by name, then one asks a question."""
+    a, b = rng.sample(PEOPLE, 2)
+    return f"{a}: Hi, I am {a}.\n{b}: Hello {a}! I am {b}. " + _web_question(rng).prompt
+
+
 #: The web's mix of documents. Questions mostly appear in lists and threads where nobody answers.
 CORPUS_MIX = {
     _doc_homework: 0.16, _doc_forum: 0.12, _doc_question_list: 0.08, _doc_qa_page: 0.12,
     _doc_facts: 0.14, _doc_story: 0.14, _doc_word_lists: 0.07, _doc_reviews: 0.07,
     _doc_howto: 0.06, _doc_chat_log: 0.04,
+    # Repetition: documents that mention something again later. Without them (and without
+    # enough steps), the tiny model never learns to copy from its context.
+    _doc_story_recap: 0.10, _doc_word_games: 0.10, _doc_introductions: 0.05,
 }
 CORPUS_DOCS = 24000
 

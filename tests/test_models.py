@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import world
-from helpers.models import (MODEL_SIZES, build_causal_lm, count_parameters, load_causal_lm,
+from helpers.models import (MODEL_SIZES, ModelSize, build_causal_lm, count_parameters, load_causal_lm,
                             load_reward_model, position_ids_from_mask)
 from helpers.tokenizer import train_tokenizer
 
@@ -43,11 +43,22 @@ def test_config_matches_tokenizer(tok):
     model = build_causal_lm(tok, "tiny")
     assert model.config.vocab_size == len(tok)
     assert model.config.pad_token_id == tok.pad_token_id != model.config.eos_token_id == tok.eos_token_id
-    assert model.config.resid_pdrop == MODEL_SIZES["tiny"].dropout
+    assert model.config.model_type == MODEL_SIZES["tiny"].architecture == "llama"
+    assert model.config.attention_dropout == MODEL_SIZES["tiny"].dropout
     # tied input/output embeddings count once
     n_tied = count_parameters(model)
     assert n_tied == sum(p.numel() for p in model.parameters())
-    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def test_gpt2_still_builds_for_comparison(tok):
+    shape = ModelSize(n_layer=2, n_head=2, n_embd=32, architecture="gpt2")
+    model = build_causal_lm(tok, shape)
+    assert model.config.model_type == "gpt2" and model.config.n_layer == 2
+    ids = torch.tensor([tok("Sara ate a pear.")["input_ids"]])
+    assert model(input_ids=ids).logits.shape == (1, ids.size(1), len(tok))
+    with pytest.raises(ValueError, match="architecture"):
+        build_causal_lm(tok, ModelSize(n_layer=2, n_head=2, n_embd=32, architecture="mamba"))
 
 
 def test_position_ids_from_mask():
@@ -80,4 +91,7 @@ def test_reward_model_scores_at_last_real_token_with_left_padding(saved_lm, tok)
 def test_reward_model_keeps_the_transformer(saved_lm):
     lm = load_causal_lm(saved_lm)
     rm = load_reward_model(saved_lm)
-    torch.testing.assert_close(rm.transformer.h[0].attn.c_attn.weight, lm.transformer.h[0].attn.c_attn.weight)
+    rm_weights, lm_weights = rm.base_model.state_dict(), lm.base_model.state_dict()
+    assert rm_weights.keys() == lm_weights.keys()
+    for name, weight in lm_weights.items():
+        torch.testing.assert_close(rm_weights[name], weight)

@@ -23,7 +23,7 @@ MICRO = ModelSize(n_layer=2, n_head=2, n_embd=32)
 
 @pytest.fixture(scope="module")
 def sft_folder(tmp_path_factory, course_artifacts):
-    """A micro GPT-2 saved like an SFT artifact (model and tokenizer in one folder)."""
+    """A micro model saved like an SFT artifact (model and tokenizer in one folder)."""
     tokenizer = load_or_train("tokenizer").tokenizer
     torch.manual_seed(0)
     model = build_causal_lm(tokenizer, MICRO)
