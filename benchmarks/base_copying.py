@@ -36,11 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from helpers import generation, labelers, reward, world  # noqa: E402
+from helpers import evaluation, generation, labelers, reward, world  # noqa: E402
 from helpers.stages import load_lm_artifact, load_or_train  # noqa: E402
 
 COPY_FAMILIES = ("capital", "chat", "extract", "reverse", "sort", "shorten", "sentiment")
-PROBE_WORDS = sorted({w for words in world.CATEGORIES.values() for w in words})
 
 
 def repeated_list_losses(model, tokenizer, n_lists: int = 40, length: int = 10, seed: int = 0):
@@ -49,7 +48,7 @@ def repeated_list_losses(model, tokenizer, n_lists: int = 40, length: int = 10, 
     first = second = 0.0
     device = next(model.parameters()).device
     for _ in range(n_lists):
-        ids = tokenizer(" ".join(rng.sample(PROBE_WORDS, length)) + ".")["input_ids"]
+        ids = tokenizer(" ".join(rng.sample(world.CATEGORY_WORDS, length)) + ".")["input_ids"]
         batch = torch.tensor([ids + ids], device=device)
         with torch.no_grad():
             logits = model(batch).logits[0, :-1]
@@ -62,12 +61,12 @@ def repeated_list_losses(model, tokenizer, n_lists: int = 40, length: int = 10, 
 def question_page_accuracy(model, tokenizer) -> dict[str, float]:
     """Share of evaluation prompts answered correctly in the corpus's Q&A-page format, per family."""
     examples = [e for e in world.prompts("eval") if e.family in COPY_FAMILIES]
-    texts = [f"Question: {e.prompt}\nAnswer:" for e in examples]
+    texts = [evaluation.few_shot_prompt(e.prompt, shots=[]) for e in examples]
     replies = generation.generate(model, tokenizer, texts, temperature=0.0, max_new_tokens=24,
                                   chat=False, progress=False)
     correct = collections.defaultdict(list)
     for example, reply in zip(examples, replies):
-        answer = reply.split("\n")[0].strip()
+        answer = evaluation.few_shot_answer(reply)  # the first line; the page goes on with "Question:"
         correct[example.family].append(labelers.gold_grade(example, answer).correct)
     return {family: sum(v) / len(v) for family, v in sorted(correct.items())}
 

@@ -2,8 +2,8 @@
 
 Two environment variables steer every notebook and script:
 
-* ``COURSE_PROFILE``: ``tiny`` (default; any CPU, offline, a one-million-parameter Llama-style model trained
-  on the Instruction World) or ``gpu`` (a small pretrained hub model and hub datasets).
+* ``COURSE_PROFILE``: ``tiny`` (default; any CPU, offline, a Llama-style model of about 1.2M
+  parameters trained on the Instruction World) or ``gpu`` (a small pretrained hub model and hub datasets).
 * ``COURSE_FAST``: ``1`` shrinks every loop to a smoke run of a few seconds (used by the tests).
 
 ``settings()`` returns a frozen snapshot of them, read when it is called, so a notebook that sets

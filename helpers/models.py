@@ -17,9 +17,10 @@ Sizes. The tiny profile must train on a 2-core CPU in minutes, yet be large enou
 learn the Instruction World's tasks (so SFT is imperfect and RLHF has something to improve):
 
 * ``tiny`` (about 1.2M parameters: 4 layers, 4 heads, width 128) is the course's main model.
-  Its pretraining (base stage) takes about 7 minutes on a 2-core CPU.
-* ``big`` (about 5x the parameters: 6 layers, 8 heads, width 256), trained on the same corpus
-  with the same recipe, plays GPT-3 175B in "a small aligned model beats a big base model".
+  Its pretraining (base stage) takes about 6 minutes on a 2-core CPU.
+* ``big`` (about 5.4x the parameters: 6 layers, 8 heads, width 256), trained on the same corpus
+  for a third as many steps (see ``stages.BASE_BIG_PRETRAIN``), plays GPT-3 175B in "a small
+  aligned model beats a big base model".
 """
 
 from __future__ import annotations

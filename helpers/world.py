@@ -46,6 +46,9 @@ CATEGORIES = {
     "tools": ("axe", "drill", "file", "hammer", "ladder", "rake", "saw", "shovel", "spade",
               "wrench"),
 }
+
+#: Every word of every category, in a fixed order: the words the word-order tasks draw from.
+CATEGORY_WORDS = tuple(sorted({w for words in CATEGORIES.values() for w in words}))
 #: Countries whose capitals the world knows (they appear in the web text).
 KNOWN_COUNTRIES = {
     "Velmora": "Tarsk", "Ostrava": "Lumen", "Kelvania": "Dorn", "Marisol": "Pell",
@@ -141,8 +144,7 @@ def make_arithmetic(rng: random.Random) -> Example:
 
 
 def make_reverse(rng: random.Random) -> Example:
-    pool = sorted({w for words in CATEGORIES.values() for w in words})
-    words = rng.sample(pool, rng.randint(2, 4))
+    words = rng.sample(CATEGORY_WORDS, rng.randint(2, 4))
     template = rng.choice(("Reverse the order of these words: {w}",
                            "Write these words in reverse order: {w}"))
     target = list(reversed(words))
@@ -151,8 +153,7 @@ def make_reverse(rng: random.Random) -> Example:
 
 
 def make_sort(rng: random.Random) -> Example:
-    pool = sorted({w for words in CATEGORIES.values() for w in words})
-    words = rng.sample(pool, rng.randint(2, 4))
+    words = rng.sample(CATEGORY_WORDS, rng.randint(2, 4))
     target = sorted(words)
     template = rng.choice(("Sort these words alphabetically: {w}",
                            "Put these words in alphabetical order: {w}"))
@@ -515,7 +516,6 @@ def _doc_chat_log(rng: random.Random) -> str:
            f"{_web_question(rng).prompt}"
 
 
-
 def _doc_story_recap(rng: random.Random) -> str:
     """A diary entry that tells who ate what, then recalls some of it: the web's repetition,
     where a model learns to look back and copy a name or a word it has already seen."""
@@ -530,10 +530,9 @@ def _doc_story_recap(rng: random.Random) -> str:
 
 def _doc_word_games(rng: random.Random) -> str:
     """A puzzle page: words said backwards, put in order, or said again."""
-    vocabulary = sorted({w for words in CATEGORIES.values() for w in words})
     lines = ["Word games"]
     for _ in range(rng.randint(2, 4)):
-        words = rng.sample(vocabulary, rng.randint(2, 4))
+        words = rng.sample(CATEGORY_WORDS, rng.randint(2, 4))
         game = rng.random()
         if game < 0.35:
             lines.append(f"Words: {' '.join(words)}. Backwards: {' '.join(reversed(words))}.")
