@@ -650,7 +650,7 @@ def _register() -> None:
     from helpers.stages import register_stage
 
     register_stage("comparisons", _comparisons_settings, _train_comparisons, _load_comparisons,
-                   requires=("sft",), version="4",
+                   requires=("sft",), version="5",
                    estimate_fn=lambda c, run: "a few seconds, fast mode" if run.fast
                    else f"sampling {c['k']} answers to {c['n_prompts'] + c['heldout_prompts']} prompts, about 1 min")
     register_stage("rm", _rm_settings, _train_rm, _load_rm, requires=("sft", "comparisons"),
