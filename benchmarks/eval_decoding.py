@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,39 +45,35 @@ def main() -> None:
     first, second = (load_or_train(name) for name in args.models)
     eval_set = world.prompts("eval")
     rows = []
-    greedy = {}
+    greedy_judgments: list[float] = []
+    greedy_identical: list[bool] = []
     for label, temperature, seeds in (("greedy", 0.0, [0]), ("T = 1", 1.0, args.seeds)):
         for seed in seeds:
             a, b = answers(first, eval_set, temperature, seed), answers(second, eval_set, temperature, seed)
-            if temperature == 0.0:
-                greedy = {"a": a, "b": b}
             gold_a = [labelers.gold_score(e, r) for e, r in zip(eval_set, a)]
             gold_b = [labelers.gold_score(e, r) for e, r in zip(eval_set, b)]
             rate, low, high = evaluation.win_rate(gold_b, gold_a)
-            same = sum(x == y for x, y in zip(a, b)) / len(a)
+            identical = [x == y for x, y in zip(a, b)]
+            if temperature == 0.0:
+                greedy_judgments, greedy_identical = evaluation.judgments(gold_b, gold_a), identical
             rows.append({"decoding": label, "seed": seed if temperature else "-",
                          f"{args.models[1]} wins": f"{rate:.1%} [{low:.1%}, {high:.1%}]",
                          f"gold {args.models[0]}": sum(gold_a) / len(gold_a),
                          f"gold {args.models[1]}": sum(gold_b) / len(gold_b),
-                         "identical answers": same})
+                         "identical answers": sum(identical) / len(identical)})
 
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(f"{args.models[1]} against {args.models[0]}, gold labeler, {len(eval_set)} evaluation prompts")
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-        counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        for e, x, y in zip(eval_set, greedy["a"], greedy["b"]):
-            gx, gy = labelers.gold_score(e, x), labelers.gold_score(e, y)
-            c = counts[e.family]
-            c["n"] += 1
-            c["identical"] += x == y
-            c["wins"] += gy > gx + 1e-9
-            c["ties"] += abs(gy - gx) <= 1e-9
-            c["losses"] += gy < gx - 1e-9
-        table = pd.DataFrame({f: {k: (v if k == "n" else v / c["n"]) for k, v in c.items()}
-                              for f, c in counts.items()}).T
-        table["n"] = table["n"].astype(int)
+        per_prompt = pd.DataFrame({"family": [e.family for e in eval_set], "identical": greedy_identical,
+                                   "wins": [j == 1.0 for j in greedy_judgments],
+                                   "ties": [j == 0.5 for j in greedy_judgments],
+                                   "losses": [j == 0.0 for j in greedy_judgments]})
+        groups = per_prompt.groupby("family", sort=False)
+        table = groups.mean()
+        table.insert(0, "n", groups.size())
         print(f"\ngreedy answers per family ({args.models[1]} against {args.models[0]}):")
         print(table.to_string(float_format=lambda x: f"{x:.2f}"))
 
