@@ -85,13 +85,15 @@ def _generate_batch(model, tokenizer, texts: list[str], max_new_tokens: int, tem
             "ended_with_eos": finished.cpu() if len(new_tokens) else torch.zeros(batch, dtype=torch.bool)}
 
 
-def _reply_text(tokenizer, ids: torch.Tensor, mask: torch.Tensor) -> str:
-    """The reply's text: its tokens before the first EOS (EOS and padding excluded)."""
+def _reply_text(tokenizer, ids: torch.Tensor, mask: torch.Tensor, chat: bool = True) -> str:
+    """The reply's text: its tokens before the first EOS (EOS and padding excluded). In a chat,
+    without the space the chat format puts after "<|assistant|>" (``helpers.tokenizer.CHAT_TEMPLATE``)."""
     tokens = ids[mask.bool()].tolist()
     if tokens and tokens[-1] == tokenizer.eos_token_id:
         tokens = tokens[:-1]
     # Special tokens other than EOS are kept: a model that writes "<|user|>" should be seen doing it.
-    return tokenizer.decode(tokens, skip_special_tokens=False)
+    text = tokenizer.decode(tokens, skip_special_tokens=False)
+    return text[1:] if chat and text.startswith(" ") else text
 
 
 def _pad_to(tensor: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
@@ -126,7 +128,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 48, tem
     """Sample one reply per prompt, in batches; return the replies' text.
 
     chat=True renders each prompt with the chat template's generation prompt
-    ("<|user|>{prompt}<|assistant|>"), for SFT and RLHF models; chat=False feeds the raw text,
+    ("<|user|> {prompt}<|assistant|>"), for SFT and RLHF models; chat=False feeds the raw text,
     for the base model, which only continues text. temperature 0 is greedy decoding. A reply
     stops at its first EOS; its text excludes the EOS. ``seed`` makes sampling repeatable.
 
@@ -163,7 +165,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 48, tem
     finally:
         model.train(was_training)
 
-    replies = [_reply_text(tokenizer, ids, mask)
+    replies = [_reply_text(tokenizer, ids, mask, chat)
                for part in parts for ids, mask in zip(part["response_ids"], part["response_mask"])]
     if not return_details:
         return replies

@@ -373,7 +373,7 @@ def copy_probe(model, tokenizer, chat: bool = True, names=None) -> dict:
                 prompt = form.format(user=user, name=given)
                 if chat:
                     prefix = tokenizer.apply_chat_template(messages(prompt), tokenize=False,
-                                                           add_generation_prompt=True) + greeting
+                                                           add_generation_prompt=True) + " " + greeting
                 else:
                     prefix = f"Question: {prompt}\nAnswer: {greeting}"
                 start = tokenizer(prefix, add_special_tokens=False)["input_ids"]

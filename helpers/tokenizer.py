@@ -30,18 +30,24 @@ USER = "<|user|>"
 ASSISTANT = "<|assistant|>"
 SPECIAL_TOKENS = (EOS, PAD, USER, ASSISTANT)
 
-#: A chat turn renders as "<|user|>{prompt}<|assistant|>{response}<|endoftext|>", with no
-#: whitespace between the parts. The ``{% generation %}`` block marks what the assistant
-#: wrote (its reply and the EOS that ends it): ``return_assistant_tokens_mask=True`` turns it into
-#: the mask TRL's SFTTrainer uses for ``assistant_only_loss``. ``add_generation_prompt`` ends
-#: the text with "<|assistant|>", the cue for the model to reply. EOS comes from the tokenizer,
-#: so the same template also serves a hub tokenizer whose EOS is another string.
+#: A chat turn renders as "<|user|> {prompt}<|assistant|> {response}<|endoftext|>". The space
+#: after each marker matters: a byte-level BPE gives a word a different token at the start of a
+#: text ("Positive") than after a space ("ĠPositive"), and running text, where the base model
+#: learned every word, almost always has the space. Without it, the first word of every answer
+#: would be a token the base model hardly knows, and copying a word from the prompt into the
+#: first place of the answer (reverse, sort, a name) would mean learning a second token for each
+#: word. The ``{% generation %}`` block marks what the assistant wrote (the space, its reply and
+#: the EOS that ends it): ``return_assistant_tokens_mask=True`` turns it into the mask TRL's
+#: SFTTrainer uses for ``assistant_only_loss``. ``add_generation_prompt`` ends the text with
+#: "<|assistant|>", the cue for the model to reply; the reply's text is what follows that space.
+#: EOS comes from the tokenizer, so the same template also serves a hub tokenizer whose EOS is
+#: another string.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}"
-    "<|user|>{{ message['content'] }}"
+    "<|user|> {{ message['content'] }}"
     "{%- elif message['role'] == 'assistant' -%}"
-    "<|assistant|>{% generation %}{{ message['content'] }}{{ eos_token }}{% endgeneration %}"
+    "<|assistant|>{% generation %} {{ message['content'] }}{{ eos_token }}{% endgeneration %}"
     "{%- else -%}"
     "{{ raise_exception('The course chat format has only user and assistant turns, got role ' + message['role']) }}"
     "{%- endif -%}"
@@ -146,16 +152,16 @@ def messages(prompt: str, response: str | None = None) -> list[dict]:
 def render_chat(prompt: str, response: str | None = None, tokenizer=None) -> str:
     """The text the model reads for one exchange.
 
-    Without a response: the generation prompt "<|user|>{prompt}<|assistant|>". With one:
-    "<|user|>{prompt}<|assistant|>{response}<|endoftext|>". Pass ``tokenizer`` to render through
+    Without a response: the generation prompt "<|user|> {prompt}<|assistant|>". With one:
+    "<|user|> {prompt}<|assistant|> {response}<|endoftext|>". Pass ``tokenizer`` to render through
     its chat template (identical for the course tokenizer; needed for a hub tokenizer's EOS).
     """
     if tokenizer is not None:
         return tokenizer.apply_chat_template(messages(prompt, response), tokenize=False,
                                              add_generation_prompt=response is None)
     if response is None:
-        return f"{USER}{prompt}{ASSISTANT}"
-    return f"{USER}{prompt}{ASSISTANT}{response}{EOS}"
+        return f"{USER} {prompt}{ASSISTANT}"
+    return f"{USER} {prompt}{ASSISTANT} {response}{EOS}"
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
@@ -164,4 +170,6 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 
     tok = AutoTokenizer.from_pretrained(str(path))
     tok.padding_side = "left"
+    if tok.chat_template is not None and USER in tok.chat_template:
+        tok.chat_template = CHAT_TEMPLATE  # the format is code: a saved copy may be older
     return tok

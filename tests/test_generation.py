@@ -60,7 +60,8 @@ def test_details_line_up_with_texts(model, tok):
         if d["ended_with_eos"][i]:
             assert reply[-1] == tok.eos_token_id and tok.eos_token_id not in reply[:-1]
             reply = reply[:-1]
-        assert tok.decode(reply) == texts[i]
+        written = tok.decode(reply)  # the chat's reply text leaves out the space after the marker
+        assert texts[i] == (written[1:] if written.startswith(" ") else written)
 
 
 class ScriptedLM(torch.nn.Module):
@@ -93,6 +94,18 @@ def test_rows_stop_at_their_first_eos(tok):
     assert d["response_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
     assert d["response_ids"][0].tolist() == [a, b, eos, pad, pad]
     assert d["response_ids"][2].tolist() == [eos, pad, pad, pad, pad]
+
+
+def test_a_chat_reply_is_the_text_after_the_space_that_follows_the_marker(tok):
+    eos = tok.eos_token_id
+    written = tok(" Positive.", add_special_tokens=False)["input_ids"]
+    lm = ScriptedLM([written + [eos]], len(tok))
+    assert generate(lm, tok, ["Is it good?"], max_new_tokens=6, temperature=0.0) == ["Positive."]
+    # a base model continues raw text: nothing is taken away
+    assert generate(lm, tok, ["Is it good?"], max_new_tokens=6, temperature=0.0, chat=False) == [" Positive."]
+    # rendering the reply again gives back exactly the tokens the model wrote
+    rendered = tok(render_chat("Is it good?", "Positive."), add_special_tokens=False)["input_ids"]
+    assert rendered[-len(written) - 1:] == written + [eos]
 
 
 def test_stops_early_when_every_row_ended(tok):

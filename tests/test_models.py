@@ -75,8 +75,8 @@ def test_causal_lm_round_trip(saved_lm, tok):
 def test_reward_model_scores_at_last_real_token_with_left_padding(saved_lm, tok):
     rm = load_reward_model(saved_lm).eval()
     assert rm.config.pad_token_id == tok.pad_token_id
-    texts = ["<|user|>Hi!<|assistant|>Hello<|endoftext|>",
-             "<|user|>What is 12 plus 30?<|assistant|>It is 42.<|endoftext|>"]
+    texts = ["<|user|> Hi!<|assistant|> Hello<|endoftext|>",
+             "<|user|> What is 12 plus 30?<|assistant|> It is 42.<|endoftext|>"]
     batch = tok(texts, return_tensors="pt", padding=True)
     assert batch["attention_mask"][0, 0] == 0  # the short row is left-padded
     with torch.no_grad():

@@ -35,9 +35,9 @@ def test_example_masks_only_the_answer_and_its_eos(tok):
     example = sft.build_sft_example(tok, "What is 2 plus 3?", "5")
     ids, mask = example["input_ids"], example["assistant_mask"]
     learned = [i for i, m in zip(ids, mask) if m]
-    assert tok.decode(learned) == "5<|endoftext|>"
+    assert tok.decode(learned) == " 5<|endoftext|>"
     assert ids[-1] == tok.eos_token_id and mask[-1] == 1
-    assert tok.decode([i for i, m in zip(ids, mask) if not m]) == "<|user|>What is 2 plus 3?<|assistant|>"
+    assert tok.decode([i for i, m in zip(ids, mask) if not m]) == "<|user|> What is 2 plus 3?<|assistant|>"
 
 
 def test_our_loss_equals_what_trl_trains_on(tok):

@@ -1,5 +1,6 @@
 """The course tokenizer: exact round trips, distinct pad and EOS, the chat template's masks."""
 
+import copy
 import random
 
 import pytest
@@ -54,11 +55,11 @@ def test_round_trip_random_unicode(tok):
 
 def test_chat_template_renders_the_course_format(tok):
     chat = [{"role": "user", "content": "What is 3 plus 4?"}, {"role": "assistant", "content": "7"}]
-    assert tok.apply_chat_template(chat, tokenize=False) == "<|user|>What is 3 plus 4?<|assistant|>7<|endoftext|>"
+    assert tok.apply_chat_template(chat, tokenize=False) == "<|user|> What is 3 plus 4?<|assistant|> 7<|endoftext|>"
     assert tok.apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True) == \
-        "<|user|>What is 3 plus 4?<|assistant|>"
-    assert render_chat("What is 3 plus 4?") == "<|user|>What is 3 plus 4?<|assistant|>"
-    assert render_chat("What is 3 plus 4?", "7") == "<|user|>What is 3 plus 4?<|assistant|>7<|endoftext|>"
+        "<|user|> What is 3 plus 4?<|assistant|>"
+    assert render_chat("What is 3 plus 4?") == "<|user|> What is 3 plus 4?<|assistant|>"
+    assert render_chat("What is 3 plus 4?", "7") == "<|user|> What is 3 plus 4?<|assistant|> 7<|endoftext|>"
     assert render_chat("Hi", tokenizer=tok) == render_chat("Hi")
     assert render_chat("Hi", "Hello", tokenizer=tok) == render_chat("Hi", "Hello")
 
@@ -76,11 +77,11 @@ def test_assistant_mask_covers_exactly_the_replies_and_their_eos(tok):
     expected_ids, expected_mask = [], []
     for turn in chat:
         if turn["role"] == "user":
-            part = tok(USER + turn["content"] + ASSISTANT, add_special_tokens=False)["input_ids"]
+            part = tok(USER + " " + turn["content"] + ASSISTANT, add_special_tokens=False)["input_ids"]
             expected_ids += part
             expected_mask += [0] * len(part)
         else:
-            part = tok(turn["content"] + EOS, add_special_tokens=False)["input_ids"]
+            part = tok(" " + turn["content"] + EOS, add_special_tokens=False)["input_ids"]
             expected_ids += part
             expected_mask += [1] * len(part)
     # (the ASSISTANT marker was put with the user part above, and must be 0)
@@ -92,10 +93,31 @@ def test_assistant_mask_covers_exactly_the_replies_and_their_eos(tok):
     assert all(mask[i] == 0 for i, t in enumerate(ids) if t == assistant_marker)
 
 
+def test_first_word_of_an_answer_is_the_running_text_token(tok):
+    """The space after the markers: an answer's first word (and a prompt's) is the token the
+    word has in the middle of a sentence, the one the base model learned, not a start-of-text
+    variant."""
+    def tokens_of(text):
+        return tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])
+
+    in_text = tokens_of("The review was positive. Positive reviews")
+    rendered = tokens_of(render_chat("Is it good?", "Positive."))
+    answer = rendered[rendered.index(ASSISTANT) + 1]
+    assert answer == in_text[in_text.index(".") + 1] == tok.convert_ids_to_tokens(
+        tok(" Positive", add_special_tokens=False)["input_ids"])[0]
+    assert rendered[1] == tokens_of(" Is")[0]
+    assert tokens_of("Positive")[0] != answer  # without the space it would be another token
+
+
 def test_save_and_load_keep_everything(tok, tmp_path):
     tok.save_pretrained(tmp_path)
     loaded = load_tokenizer(tmp_path)
     assert loaded.chat_template == CHAT_TEMPLATE
+    old = tmp_path / "old"
+    older = copy.deepcopy(tok)
+    older.chat_template = CHAT_TEMPLATE.replace("<|assistant|>{% generation %} ", "<|assistant|>{% generation %}")
+    older.save_pretrained(old)
+    assert load_tokenizer(old).chat_template == CHAT_TEMPLATE  # an older saved format is replaced
     assert (loaded.pad_token_id, loaded.eos_token_id) == (tok.pad_token_id, tok.eos_token_id)
     assert loaded.padding_side == "left"
     text = "Sara ate a pear. 🙂"

@@ -135,8 +135,8 @@ def _example_parts(output, inputs) -> tuple:
 
 
 def _prompt_and_answer_ids(tokenizer, prompt, response):
-    head = tokenizer.encode(f"<|user|>{prompt}<|assistant|>", add_special_tokens=False)
-    answer = tokenizer.encode(response, add_special_tokens=False)
+    head = tokenizer.encode(f"<|user|> {prompt}<|assistant|>", add_special_tokens=False)
+    answer = tokenizer.encode(" " + response, add_special_tokens=False)
     return head, answer
 
 
@@ -155,6 +155,13 @@ def _example_eos_not_learned(tokenizer, prompt, response):
     head, answer = _prompt_and_answer_ids(tokenizer, prompt, response)
     return {"input_ids": head + answer + [tokenizer.eos_token_id],
             "assistant_mask": [0] * len(head) + [1] * len(answer) + [0]}
+
+
+def _example_no_space(tokenizer, prompt, response):
+    head = tokenizer.encode(f"<|user|>{prompt}<|assistant|>", add_special_tokens=False)
+    answer = tokenizer.encode(response, add_special_tokens=False)
+    return {"input_ids": head + answer + [tokenizer.eos_token_id],
+            "assistant_mask": [0] * len(head) + [1] * (len(answer) + 1)}
 
 
 def _example_marker_learned(tokenizer, prompt, response):
@@ -181,10 +188,13 @@ register(Exercise(
                  _example_eos_not_learned),
         KnownBug("the <|assistant|> marker is part of the prompt (it is given when the model answers): mask it 0",
                  _example_marker_learned),
+        KnownBug("the course format has a space after <|user|> and after <|assistant|>: "
+                 "'<|user|> {prompt}<|assistant|> {response}'", _example_no_space),
     ],
     hints=[
-        "The chat template renders '<|user|>{prompt}<|assistant|>{response}<|endoftext|>'.",
-        "Encode '<|user|>' + prompt + '<|assistant|>' and the response separately "
+        "The chat template renders '<|user|> {prompt}<|assistant|> {response}<|endoftext|>' "
+        "(mind the two spaces).",
+        "Encode '<|user|> ' + prompt + '<|assistant|>' and ' ' + response separately "
         "(add_special_tokens=False), then append tokenizer.eos_token_id.",
         "The mask is 0 for every token of the first part and 1 for the answer's tokens and the EOS.",
     ],
