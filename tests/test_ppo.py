@@ -272,7 +272,8 @@ def test_sequence_scores_agree_with_the_reward_module(tokenizer, prompts):
     reward_model.config.reward_offset = 0.25
     responses = ["I don't know.", "Tarsk", "a b c d e f g"]
     examples = prompts[:3]
-    pairs = [(e.prompt, tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+    # what a policy writes after "<|assistant|>": the space the chat format puts there, the reply, EOS
+    pairs = [(e.prompt, tokenizer(" " + r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
              for e, r in zip(examples, responses)]
     ids, mask, _, _ = _padded_batch(tokenizer, pairs, 2, 3)
     with torch.no_grad():
@@ -286,7 +287,9 @@ def test_sequence_scores_agree_with_the_reward_module(tokenizer, prompts):
 
 def test_a_short_run_raises_the_reward(tokenizer, prompts):
     policy = make_policy(tokenizer)
-    config = small_config(total_episodes=16 * 20)
+    # 30 iterations: over policy seeds 0 / 1 / 2 the mean of the last three scores is 0.51 / 0.52 /
+    # 0.95 at 30 iterations (0.31 / 0.52 / 0.95 at 20), against the required start + 0.25 (about 0.36)
+    config = small_config(total_episodes=16 * 30)
     history = ppo.train_ppo(policy, copy.deepcopy(policy), ppo.value_model_from_causal_lm(policy), None,
                             tokenizer, prompts, config, progress=False, reward_fn=vowel_share)
     start, end = history["score"][0], sum(history["score"][-3:]) / 3
