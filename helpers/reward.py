@@ -359,7 +359,7 @@ def copy_probe(model, tokenizer, chat: bool = True, names=None) -> dict:
     * ``chance``: 1 / number of names, what ``p_name / p_any_name`` and ``top1`` are without copying.
     """
     from helpers import world
-    from helpers.tokenizer import messages
+    from helpers.tokenizer import render_chat
 
     names = list(names or world.PEOPLE)
     device = next(model.parameters()).device
@@ -371,9 +371,8 @@ def copy_probe(model, tokenizer, chat: bool = True, names=None) -> dict:
         for form in ("{user} My name is {name}.", "{user} I am {name}."):
             for given in names:
                 prompt = form.format(user=user, name=given)
-                if chat:
-                    prefix = tokenizer.apply_chat_template(messages(prompt), tokenize=False,
-                                                           add_generation_prompt=True) + " " + greeting
+                if chat:  # the answer rendered by the chat template, cut before its EOS
+                    prefix = render_chat(prompt, greeting, tokenizer).removesuffix(tokenizer.eos_token)
                 else:
                     prefix = f"Question: {prompt}\nAnswer: {greeting}"
                 start = tokenizer(prefix, add_special_tokens=False)["input_ids"]

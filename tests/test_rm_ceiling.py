@@ -124,6 +124,7 @@ class WordTokenizer:
     """Just enough of a tokenizer for ``copy_probe``: words and punctuation, ids made on demand."""
 
     pad_token_id = eos_token_id = 0
+    eos_token = "<pad>"
 
     def __init__(self):
         self.vocab = {"<pad>": 0}
@@ -133,7 +134,8 @@ class WordTokenizer:
                               for w in re.findall(r"<\w+>|\w+|[^\w\s]", text)]}
 
     def apply_chat_template(self, turns, tokenize=False, add_generation_prompt=True):
-        return f"<user> {turns[0]['content']} <assistant>"
+        reply = f" {turns[1]['content']}{self.eos_token}" if len(turns) > 1 else ""
+        return f"<user> {turns[0]['content']} <assistant>{reply}"
 
 
 class HandModel(torch.nn.Module):

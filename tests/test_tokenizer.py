@@ -109,15 +109,17 @@ def test_first_word_of_an_answer_is_the_running_text_token(tok):
     assert tokens_of("Positive")[0] != answer  # without the space it would be another token
 
 
+def test_loading_replaces_an_older_saved_chat_format(tok, tmp_path):
+    older = copy.deepcopy(tok)
+    older.chat_template = CHAT_TEMPLATE.replace("<|assistant|>{% generation %} ", "<|assistant|>{% generation %}")
+    older.save_pretrained(tmp_path)
+    assert load_tokenizer(tmp_path).chat_template == CHAT_TEMPLATE
+
+
 def test_save_and_load_keep_everything(tok, tmp_path):
     tok.save_pretrained(tmp_path)
     loaded = load_tokenizer(tmp_path)
     assert loaded.chat_template == CHAT_TEMPLATE
-    old = tmp_path / "old"
-    older = copy.deepcopy(tok)
-    older.chat_template = CHAT_TEMPLATE.replace("<|assistant|>{% generation %} ", "<|assistant|>{% generation %}")
-    older.save_pretrained(old)
-    assert load_tokenizer(old).chat_template == CHAT_TEMPLATE  # an older saved format is replaced
     assert (loaded.pad_token_id, loaded.eos_token_id) == (tok.pad_token_id, tok.eos_token_id)
     assert loaded.padding_side == "left"
     text = "Sara ate a pear. 🙂"

@@ -134,9 +134,9 @@ def _example_parts(output, inputs) -> tuple:
     return ids, mask
 
 
-def _prompt_and_answer_ids(tokenizer, prompt, response):
-    head = tokenizer.encode(f"<|user|> {prompt}<|assistant|>", add_special_tokens=False)
-    answer = tokenizer.encode(" " + response, add_special_tokens=False)
+def _prompt_and_answer_ids(tokenizer, prompt, response, space=" "):
+    head = tokenizer.encode(f"<|user|>{space}{prompt}<|assistant|>", add_special_tokens=False)
+    answer = tokenizer.encode(space + response, add_special_tokens=False)
     return head, answer
 
 
@@ -158,8 +158,7 @@ def _example_eos_not_learned(tokenizer, prompt, response):
 
 
 def _example_no_space(tokenizer, prompt, response):
-    head = tokenizer.encode(f"<|user|>{prompt}<|assistant|>", add_special_tokens=False)
-    answer = tokenizer.encode(response, add_special_tokens=False)
+    head, answer = _prompt_and_answer_ids(tokenizer, prompt, response, space="")
     return {"input_ids": head + answer + [tokenizer.eos_token_id],
             "assistant_mask": [0] * len(head) + [1] * (len(answer) + 1)}
 
