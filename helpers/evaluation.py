@@ -7,6 +7,7 @@ functions judge a base model, a few-shot prompted base model, SFT, PPO and PPO-p
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -157,6 +158,37 @@ def win_rate_by_family(examples: list[Example], scores_a: list[float], scores_b:
     for example, judgment in zip(examples, judgments(scores_a, scores_b)):
         groups[example.family].append(judgment)
     return {family: bootstrap_ci(values, n_boot=n_boot, seed=seed) for family, values in groups.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Best-of-n: what a policy already writes, and what a judge can find in it
+# --------------------------------------------------------------------------------------------
+
+
+def best_of_n(judge_scores: list[list[float]], gold_scores: list[list[float]], n: int) -> list[float]:
+    """Per prompt, the gold score of the answer the judge scores highest among the first ``n``.
+
+    ``judge_scores[i][j]`` and ``gold_scores[i][j]`` score answer ``j`` to prompt ``i`` (the same
+    answers). The judge may be the gold labeler itself (then this is the best gold score among n)
+    or a reward model. Of equally scored answers the first is kept: the judge never peeks at gold.
+    """
+    if len(judge_scores) != len(gold_scores):
+        raise ValueError(f"{len(judge_scores)} prompts scored by the judge but {len(gold_scores)} by gold")
+    picked = []
+    for i, (judged, gold) in enumerate(zip(judge_scores, gold_scores)):
+        if len(judged) < n or len(gold) < n:
+            raise ValueError(f"prompt {i} has {min(len(judged), len(gold))} answers; best-of-{n} needs {n}")
+        best = max(range(n), key=lambda j: judged[j])
+        picked.append(gold[best])
+    return picked
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n policy || sampling policy) in nats: at most log n - (n - 1) / n (Stiennon et
+    al. 2020), the distance a PPO run would have to travel to answer like best-of-n."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    return math.log(n) - (n - 1) / n
 
 
 # --------------------------------------------------------------------------------------------

@@ -309,3 +309,33 @@ def _category_axis(ax, names, title, ylabel, ylim):
         ax.set_ylim(*ylim)
     if title:
         ax.set_title(title)
+
+
+# --- Gold score against distance from SFT ------------------------------------------------------
+
+
+def gold_vs_kl(curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+               points: dict[str, tuple[float, float]] | None = None, baseline: float | None = None,
+               ax=None, title: str = "Gold score against distance from SFT",
+               baseline_label: str = "SFT, greedy"):
+    """Mean gold score against KL from SFT (nats per answer), the picture of Gao et al. 2022.
+
+    curves[name] = (kls, golds): a line with markers, e.g. best-of-n for n = 1, 2, 4, ... picked
+    by the gold labeler and by the reward model. points[name] = (kl, gold): single runs, e.g. PPO.
+    baseline: a horizontal reference line (SFT's greedy answers).
+    """
+    ax = _new_ax(ax, figsize=(6.4, 4.2))
+    for i, (name, (kls, golds)) in enumerate(curves.items()):
+        if len(kls) != len(golds):
+            raise ValueError(f"curve {name!r}: {len(kls)} KL values but {len(golds)} gold scores")
+        ax.plot(list(kls), list(golds), "o-", color=stage_color(name, i), label=name, gid=f"curve-{i}")
+    for j, (name, (kl, gold)) in enumerate((points or {}).items()):
+        ax.plot([kl], [gold], marker="*", markersize=14, linestyle="none",
+                color=stage_color(name, len(curves) + j), label=name, gid=f"point-{j}")
+    if baseline is not None:
+        ax.axhline(baseline, color="#555555", linestyle="--", linewidth=1.0, label=baseline_label)
+    ax.set_xlabel("KL from SFT (nats per answer)")
+    ax.set_ylabel("mean gold score")
+    ax.set_title(title)
+    ax.legend(fontsize=9)
+    return ax

@@ -1,5 +1,6 @@
-import math
 """Evaluation: mismatch rate, per-family means and win rates on hand-built judgments."""
+
+import math
 
 import pytest
 
@@ -84,3 +85,30 @@ def test_high_beta_stage_is_the_ppo_stage_with_a_larger_beta():
     plain, high = ppo.ppo_stage_settings(run), get_stage("ppo_high_beta").settings_fn(run)
     assert high["kl_coef"] == ppo.HIGH_BETA > plain["kl_coef"]
     assert {k: v for k, v in high.items() if k != "kl_coef"} == {k: v for k, v in plain.items() if k != "kl_coef"}
+
+
+def test_best_of_n_keeps_the_judges_favourite_and_reports_its_gold_score():
+    gold = [[0.2, 0.9, 0.5, 0.1], [1.0, 0.0, 0.0, 0.3]]
+    rm = [[0.0, -1.0, 2.0, 0.5], [0.1, 0.1, 0.7, 0.1]]  # the RM likes answer 2 of both prompts
+    assert ev.best_of_n(rm, gold, 1) == [0.2, 1.0]  # n = 1: the first sample, whatever the judge
+    assert ev.best_of_n(rm, gold, 2) == [0.2, 1.0]  # prompt 2: a tie between 0 and 1 keeps the first
+    assert ev.best_of_n(rm, gold, 4) == [0.5, 0.0]  # the RM's pick, not the best answer
+    assert ev.best_of_n(gold, gold, 4) == [0.9, 1.0]  # judged by gold: the best gold score
+    # picked by gold, best-of-n never gets worse as n grows
+    means = [sum(ev.best_of_n(gold, gold, n)) / 2 for n in (1, 2, 3, 4)]
+    assert means == sorted(means)
+
+
+def test_best_of_n_refuses_too_few_answers_and_mismatched_prompts():
+    with pytest.raises(ValueError, match="best-of-3 needs 3"):
+        ev.best_of_n([[0.0, 1.0]], [[0.0, 1.0]], 3)
+    with pytest.raises(ValueError, match="2 prompts"):
+        ev.best_of_n([[0.0], [1.0]], [[0.0]], 1)
+
+
+def test_best_of_n_kl_by_hand():
+    assert ev.best_of_n_kl(1) == 0.0
+    assert ev.best_of_n_kl(2) == pytest.approx(math.log(2) - 0.5)  # 0.193
+    assert ev.best_of_n_kl(16) == pytest.approx(2.7726 - 0.9375, abs=1e-4)
+    with pytest.raises(ValueError):
+        ev.best_of_n_kl(0)

@@ -149,3 +149,19 @@ def test_functions_draw_on_a_given_axes():
     assert plots.loss_curve({"step": [0, 1], "train_loss": [1.0, 0.5]}, ax=axes[0]) is axes[0]
     assert plots.bar_by_category({"x": 1.0}, ax=axes[1]) is axes[1]
     assert plots.grouped_bars({"sft": {"x": 1.0}}, ax=axes[2]) is axes[2]
+
+
+def test_gold_vs_kl_draws_curves_points_and_baseline():
+    ax = plots.gold_vs_kl({"best-of-n, gold picks": ([0.0, 0.19, 0.64], [0.6, 0.7, 0.75]),
+                           "best-of-n, RM picks": ([0.0, 0.19, 0.64], [0.6, 0.66, 0.66])},
+                          points={"ppo": (0.5, 0.72)}, baseline=0.69)
+    lines = {line.get_gid(): line for line in ax.get_lines()}
+    assert list(lines["curve-1"].get_ydata()) == [0.6, 0.66, 0.66]
+    assert list(lines["point-0"].get_xdata()) == [0.5]
+    assert any(list(line.get_ydata()) == [0.69, 0.69] for line in ax.get_lines())  # the baseline
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["best-of-n, gold picks", "best-of-n, RM picks", "ppo", "SFT, greedy"]
+    assert to_rgb(lines["point-0"].get_color()) == to_rgb(plots.stage_color("ppo"))
+    plt.close("all")
+    with pytest.raises(ValueError, match="2 KL values but 1"):
+        plots.gold_vs_kl({"x": ([0, 1], [0.5])})
