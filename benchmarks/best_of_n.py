@@ -1,7 +1,7 @@
 """How much better can any policy near SFT be? Best-of-n of SFT's own samples, picked by the gold
 labeler and by the reward model, against SFT's greedy answer.
 
-    python benchmarks/best_of_n.py                 # n up to 16 (about 1 min once SFT and RM exist)
+    python benchmarks/best_of_n.py                 # n up to 16 (about 2 min once SFT and RM exist)
     python benchmarks/best_of_n.py --n 32 --families
 
 Best-of-n (Gao et al. 2022; Stiennon et al. 2020) samples n answers at temperature 1 and keeps the
