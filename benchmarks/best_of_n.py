@@ -1,7 +1,7 @@
 """How much better can any policy near SFT be? Best-of-n of SFT's own samples, picked by the gold
 labeler and by the reward model, against SFT's greedy answer.
 
-    python benchmarks/best_of_n.py                 # n up to 16 (about 2 min once SFT and RM exist)
+    python benchmarks/best_of_n.py                 # n up to 16 (1-2 min once SFT and RM exist)
     python benchmarks/best_of_n.py --n 32 --families
 
 Best-of-n (Gao et al. 2022; Stiennon et al. 2020) samples n answers at temperature 1 and keeps the
@@ -62,36 +62,32 @@ def main() -> None:
 
     import pandas as pd
 
-    rows = []
     ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= args.n]
-    for n in ns:
-        row = {"n": n, "KL bound": evaluation.best_of_n_kl(n)}
-        for judge_name, judge in (("gold", gold), ("RM", rm_scores)):
-            picked = evaluation.best_of_n(judge, gold, n)
-            rate, low, high = evaluation.win_rate(picked, greedy_gold)
-            row[f"{judge_name}-picked gold"] = sum(picked) / len(picked)
-            row[f"{judge_name}-picked wins over SFT greedy"] = f"{rate:.1%} [{low:.1%}, {high:.1%}]"
-        rows.append(row)
+
+    def curves(pick: list[int], ns: list[int]) -> list[dict]:
+        """One row per n: best-of-n picked by gold and by the RM, on the prompts ``pick`` keeps."""
+        def sub(values):
+            return [values[i] for i in pick]
+
+        rows = [{"n": n, "KL bound": evaluation.best_of_n_kl(n),
+                 "SFT greedy": sum(sub(greedy_gold)) / len(pick)} for n in ns]
+        for name, judge in (("gold", gold), ("RM", rm_scores)):
+            for row, point in zip(rows, evaluation.best_of_n_curve(sub(judge), sub(gold), sub(greedy_gold), ns)):
+                row[f"{name}-picked gold"] = point["gold"]
+                row[f"{name}-picked wins"] = f"{point['win']:.1%} [{point['low']:.1%}, {point['high']:.1%}]"
+        return rows
+
     print(f"SFT greedy: mean gold {sum(greedy_gold) / len(greedy_gold):.3f} on {len(eval_set)} "
-          f"evaluation prompts; best-of-n among SFT samples at temperature 1")
+          f"evaluation prompts; best-of-n among SFT samples at temperature 1; wins: over SFT greedy")
     with pd.option_context("display.width", 220, "display.max_columns", 20):
-        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        table = pd.DataFrame(curves(list(range(len(eval_set))), ns)).drop(columns="SFT greedy")
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
         if args.families:
-            n = ns[-1]
-            by_gold, by_rm = evaluation.best_of_n(gold, gold, n), evaluation.best_of_n(rm_scores, gold, n)
-            table = []
-            for family in world.FAMILIES:
-                idx = [i for i, e in enumerate(eval_set) if e.family == family]
-                if not idx:
-                    continue
-                pick = lambda values: [values[i] for i in idx]  # noqa: E731
-                table.append({"family": family, "SFT greedy": sum(pick(greedy_gold)) / len(idx),
-                              f"gold best-of-{n}": sum(pick(by_gold)) / len(idx),
-                              "wins": evaluation.win_rate(pick(by_gold), pick(greedy_gold))[0],
-                              f"RM best-of-{n}": sum(pick(by_rm)) / len(idx),
-                              "RM wins": evaluation.win_rate(pick(by_rm), pick(greedy_gold))[0]})
-            print(f"\nper family, n = {n} (mean gold score; win rate over SFT greedy):")
-            print(pd.DataFrame(table).set_index("family").to_string(float_format=lambda x: f"{x:.2f}"))
+            per_family = {family: curves([i for i, e in enumerate(eval_set) if e.family == family], ns[-1:])[0]
+                          for family in world.FAMILIES if any(e.family == family for e in eval_set)}
+            print(f"\nper family, n = {ns[-1]}:")
+            print(pd.DataFrame(per_family).T.drop(columns=["n", "KL bound"]).to_string(
+                float_format=lambda x: f"{x:.2f}"))
 
 
 if __name__ == "__main__":

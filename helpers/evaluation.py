@@ -191,6 +191,21 @@ def best_of_n_kl(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
+def best_of_n_curve(judge_scores: list[list[float]], gold_scores: list[list[float]],
+                    baseline: list[float], ns=(1, 2, 4, 8, 16), n_boot: int = 2000) -> list[dict]:
+    """Best-of-n for each n in ``ns`` (those the scores allow): one row per n with its KL bound,
+    the mean gold score of the picked answers, and their win rate over ``baseline`` (one gold
+    score per prompt, e.g. SFT's greedy answers) with its 95% bootstrap interval."""
+    most = min((len(row) for row in judge_scores), default=0)
+    rows = []
+    for n in (n for n in ns if n <= most):
+        picked = best_of_n(judge_scores, gold_scores, n)
+        win, low, high = win_rate(picked, baseline, n_boot=n_boot)
+        rows.append({"n": n, "kl": best_of_n_kl(n), "gold": sum(picked) / len(picked),
+                     "win": win, "low": low, "high": high})
+    return rows
+
+
 # --------------------------------------------------------------------------------------------
 # Win rates judged by the simulated labelers
 # --------------------------------------------------------------------------------------------

@@ -112,3 +112,17 @@ def test_best_of_n_kl_by_hand():
     assert ev.best_of_n_kl(16) == pytest.approx(2.7726 - 0.9375, abs=1e-4)
     with pytest.raises(ValueError):
         ev.best_of_n_kl(0)
+
+
+def test_best_of_n_curve_rows_by_hand():
+    gold = [[0.2, 0.9, 0.5, 0.1], [1.0, 0.0, 0.0, 0.3]]
+    rm = [[0.0, -1.0, 2.0, 0.5], [0.1, 0.1, 0.7, 0.1]]
+    baseline = [0.5, 0.5]
+    rows = ev.best_of_n_curve(rm, gold, baseline, ns=(1, 2, 4, 8))  # 8 > 4 answers: left out
+    assert [r["n"] for r in rows] == [1, 2, 4]
+    assert [r["gold"] for r in rows] == [pytest.approx(0.6), pytest.approx(0.6), pytest.approx(0.25)]
+    # n = 4: the RM picks 0.5 (tie with the baseline) and 0.0 (loss): 0.25
+    assert rows[2]["win"] == pytest.approx(0.25) and rows[2]["kl"] == pytest.approx(ev.best_of_n_kl(4))
+    assert rows[0]["low"] <= rows[0]["win"] <= rows[0]["high"]
+    by_gold = ev.best_of_n_curve(gold, gold, baseline, ns=(4,))
+    assert by_gold[0]["gold"] == pytest.approx(0.95) and by_gold[0]["win"] == 1.0
