@@ -396,7 +396,8 @@ def copy_probe(model, tokenizer, chat: bool = True, names=None) -> dict:
 __all__ = ["ranking_loss", "pairwise_accuracy", "rm_accuracy", "score", "score_pairs", "raw_scores",
            "RMSettings", "train_reward_model", "set_demonstration_offset", "heldout_accuracy",
            "POOLINGS", "pooling_of", "set_pooling", "answer_mask", "pooled_scores",
-           "preference_pairs", "preference_dataset", "train_with_trl", "ceiling_analysis", "copy_probe"]
+           "preference_pairs", "preference_dataset", "train_with_trl", "ceiling_analysis", "copy_probe",
+           "sample_for_ranking", "rank_with_team"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,6 +529,14 @@ def sample_for_ranking(model, tokenizer, examples, k: int = 4, temperature: floa
     return [(e, texts[i * k:(i + 1) * k]) for i, e in enumerate(examples)]
 
 
+def rank_with_team(items, team) -> list[Ranking]:
+    """Rankings of ``items`` ((example, responses) pairs, as ``sample_for_ranking`` returns),
+    shared out in turn: labeler ``i % len(team)`` ranks item ``i``, one labeler per prompt."""
+    if not team:
+        raise ValueError("rank_with_team needs at least one labeler (labelers.labeler_team())")
+    return [team[i % len(team)].rank(e, responses) for i, (e, responses) in enumerate(items)]
+
+
 def _comparisons_settings(run) -> dict:
     return {"n_prompts": 24 if run.fast else 1500, "heldout_prompts": 12 if run.fast else 300,
             "k": 4, "temperature": 1.0, "max_new_tokens": 48, "n_labelers": 6, "seed": run.seed}
@@ -542,7 +551,7 @@ def _train_comparisons(config: dict, inputs: dict, out_dir) -> dict:
     items = sample_for_ranking(sft.model, sft.tokenizer, examples, config["k"],
                                config["temperature"], config["max_new_tokens"], config["seed"])
     team = labelers.labeler_team(config["n_labelers"], seed=config["seed"])
-    rankings = [team[i % len(team)].rank(e, responses) for i, (e, responses) in enumerate(items)]
+    rankings = rank_with_team(items, team)
     train, held = rankings[:config["n_prompts"]], rankings[config["n_prompts"]:]
     for name, part in ((COMPARISONS_TRAIN, train), (COMPARISONS_HELDOUT, held)):
         with open(out_dir / name, "w", encoding="utf-8") as f:

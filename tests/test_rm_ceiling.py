@@ -173,3 +173,22 @@ def test_copy_probe_tells_a_copying_model_from_a_uniform_one(chat):
     assert uniform["p_name"] == pytest.approx(1 / 100)
     assert uniform["p_any_name"] == pytest.approx(3 / 100)
     assert uniform["top1"] == pytest.approx(1 / 3)  # ties go to the first name: right once in 3
+
+
+def test_rank_with_team_shares_out_prompts_in_turn(by_family):
+    """Labeler i % n ranks item i; each ranking keeps its prompt and answers; a clearly better
+    answer (the reference against an over-refusal) comes first whatever the labeler's noise."""
+    team = labelers.labeler_team(3, seed=0)
+    examples = [by_family[f] for f in ("arithmetic", "capital", "sort", "reverse", "list")]
+    items = [(e, [REFUSAL, e.response]) for e in examples]
+    rankings = reward.rank_with_team(items, team)
+    assert [r.labeler for r in rankings] == [team[i % 3].name for i in range(5)]
+    assert [r.prompt_id for r in rankings] == [e.id for e in examples]
+    assert all(r.responses == [REFUSAL, e.response] for r, e in zip(rankings, examples))
+    assert all(r.ranks == [2, 1] for r in rankings)  # gold 0 against 1: noise of 0.125 cannot flip it
+    assert all(r.pairs() == [(1, 0)] for r in rankings)
+
+
+def test_rank_with_team_needs_a_labeler(by_family):
+    with pytest.raises(ValueError, match="labeler_team"):
+        reward.rank_with_team([(by_family["sort"], ["a", "b"])], [])
