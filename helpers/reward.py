@@ -339,6 +339,54 @@ def ceiling_analysis(scored: ScoredPairs, examples: dict, tie_margin: float = 1e
     return pd.DataFrame(rows).set_index("family")
 
 
+def difference_kind(example, first: str, second: str, tie_margin: float = 1e-9) -> str:
+    """What the gold labeler sees differ between two answers to ``example``.
+
+    * ``"gold tie"``: the same gold score (the labeler's order is a coin flip);
+    * ``"correctness"``: one is right and the other is not, or one answers and the other asks a
+      question, refuses or says "I don't know" (anything but brevity);
+    * ``"brevity only"``: both equally right, and one is padded or longer.
+    """
+    from helpers.labelers import gold_grade
+
+    a, b = gold_grade(example, first), gold_grade(example, second)
+    if abs(a.score - b.score) <= tie_margin:
+        return "gold tie"
+    same = (a.correct, a.follows, a.refused, a.said_dont_know, a.harmless) == \
+        (b.correct, b.follows, b.refused, b.said_dont_know, b.harmless)
+    return "brevity only" if same else "correctness"
+
+
+def accuracy_by_difference(scored: ScoredPairs, examples: dict, second: dict | None = None):
+    """The held-out accuracy split by what differs between the two answers (``difference_kind``).
+
+    Columns: ``pairs``; ``rm``, the reward model's agreement with the labeler; ``gold``, the
+    gold labeler's; and, with ``second`` (prompt id -> another labeler's Ranking of the same
+    answers), ``second_labeler``: how often that labeler orders the pair as the first did.
+    """
+    import pandas as pd
+
+    from helpers.labelers import gold_score
+
+    kinds = ("brevity only", "correctness", "gold tie")
+    counts = {k: [0, 0, 0, 0] for k in kinds}  # pairs, rm right, gold right, second right
+    for (ranking, w, l), chosen, rejected in zip(scored.pairs, scored.chosen.tolist(), scored.rejected.tolist()):
+        example = examples[ranking.prompt_id]
+        kind = difference_kind(example, ranking.responses[w], ranking.responses[l])
+        gold_w, gold_l = gold_score(example, ranking.responses[w]), gold_score(example, ranking.responses[l])
+        other = second.get(ranking.prompt_id) if second else None
+        row = [1, chosen > rejected, gold_w > gold_l, bool(other) and other.ranks[w] < other.ranks[l]]
+        counts[kind] = [a + int(b) for a, b in zip(counts[kind], row)]
+    rows = []
+    for kind in kinds:
+        n, rm, gold, other = counts[kind]
+        row = {"kind": kind, "pairs": n, "rm": rm / n if n else math.nan, "gold": gold / n if n else math.nan}
+        if second is not None:
+            row["second_labeler"] = other / n if n else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("kind")
+
+
 #: The greetings of ``copy_probe``: (what the user says, how the reference answer starts).
 COPY_PROBE_GREETINGS = (("Hi!", "Hi"), ("Hello!", "Hello"), ("Good morning!", "Good morning"))
 
@@ -397,7 +445,8 @@ __all__ = ["ranking_loss", "pairwise_accuracy", "rm_accuracy", "score", "score_p
            "RMSettings", "train_reward_model", "set_demonstration_offset", "heldout_accuracy",
            "POOLINGS", "pooling_of", "set_pooling", "answer_mask", "pooled_scores",
            "preference_pairs", "preference_dataset", "train_with_trl", "ceiling_analysis", "copy_probe",
-           "sample_for_ranking", "rank_with_team"]
+           "sample_for_ranking", "rank_with_team",
+           "difference_kind", "accuracy_by_difference"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -192,3 +192,32 @@ def test_rank_with_team_shares_out_prompts_in_turn(by_family):
 def test_rank_with_team_needs_a_labeler(by_family):
     with pytest.raises(ValueError, match="labeler_team"):
         reward.rank_with_team([(by_family["sort"], ["a", "b"])], [])
+
+
+def test_difference_kind(by_family):
+    e = by_family["sort"]
+    padded = f"Sure! {e.response} I hope this helps."
+    assert reward.difference_kind(e, e.response, padded) == "brevity only"
+    assert reward.difference_kind(e, e.response, REFUSAL) == "correctness"
+    assert reward.difference_kind(e, padded, "What is 12 plus 5?") == "correctness"
+    assert reward.difference_kind(e, REFUSAL, "What is 12 plus 5?") == "gold tie"  # both 0
+    assert reward.difference_kind(e, e.response, e.response) == "gold tie"
+
+
+def test_accuracy_by_difference_by_hand(by_family):
+    e = by_family["arithmetic"]
+    padded = f"Sure! {e.response} I hope this helps."
+    answers = [e.response, padded, REFUSAL, "What is 12 plus 5?"]
+    # The labeler: padded > reference > refusal > question. Pairs (w, l): (1,0) brevity, against
+    # gold; (1,2) (1,3) (0,2) (0,3) correctness, with gold; (2,3) a gold tie.
+    first = ranking(e, answers, [2, 1, 3, 4])
+    rewards = [[0.9, 0.5, 0.2, -1.0]]  # right on (0,2) (0,3) (1,2) (1,3) (2,3); wrong on (1,0)
+    second = ranking(e, answers, [1, 2, 4, 3])  # agrees on the four correctness pairs only
+    table = reward.accuracy_by_difference(scored_by_hand([first], rewards), {e.id: e}, {e.id: second})
+    assert list(table.index) == ["brevity only", "correctness", "gold tie"]
+    assert table["pairs"].tolist() == [1, 4, 1]
+    assert table.loc["brevity only", ["rm", "gold", "second_labeler"]].tolist() == [0, 0, 0]
+    assert table.loc["correctness", ["rm", "gold", "second_labeler"]].tolist() == [1, 1, 1]
+    assert table.loc["gold tie", ["rm", "gold", "second_labeler"]].tolist() == [1, 0, 0]
+    without = reward.accuracy_by_difference(scored_by_hand([first], rewards), {e.id: e})
+    assert "second_labeler" not in without.columns
