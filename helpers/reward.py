@@ -349,7 +349,10 @@ def difference_kind(example, first: str, second: str, tie_margin: float = 1e-9) 
     """
     from helpers.labelers import gold_grade
 
-    a, b = gold_grade(example, first), gold_grade(example, second)
+    return _kind_of_grades(gold_grade(example, first), gold_grade(example, second), tie_margin)
+
+
+def _kind_of_grades(a, b, tie_margin: float = 1e-9) -> str:
     if abs(a.score - b.score) <= tie_margin:
         return "gold tie"
     same = (a.correct, a.follows, a.refused, a.said_dont_know, a.harmless) == \
@@ -366,16 +369,16 @@ def accuracy_by_difference(scored: ScoredPairs, examples: dict, second: dict | N
     """
     import pandas as pd
 
-    from helpers.labelers import gold_score
+    from helpers.labelers import gold_grade
 
     kinds = ("brevity only", "correctness", "gold tie")
     counts = {k: [0, 0, 0, 0] for k in kinds}  # pairs, rm right, gold right, second right
     for (ranking, w, l), chosen, rejected in zip(scored.pairs, scored.chosen.tolist(), scored.rejected.tolist()):
         example = examples[ranking.prompt_id]
-        kind = difference_kind(example, ranking.responses[w], ranking.responses[l])
-        gold_w, gold_l = gold_score(example, ranking.responses[w]), gold_score(example, ranking.responses[l])
+        grade_w, grade_l = gold_grade(example, ranking.responses[w]), gold_grade(example, ranking.responses[l])
         other = second.get(ranking.prompt_id) if second else None
-        row = [1, chosen > rejected, gold_w > gold_l, bool(other) and other.ranks[w] < other.ranks[l]]
+        row = [1, chosen > rejected, grade_w.score > grade_l.score, bool(other) and other.ranks[w] < other.ranks[l]]
+        kind = _kind_of_grades(grade_w, grade_l)
         counts[kind] = [a + int(b) for a, b in zip(counts[kind], row)]
     rows = []
     for kind in kinds:
@@ -578,12 +581,13 @@ def sample_for_ranking(model, tokenizer, examples, k: int = 4, temperature: floa
     return [(e, texts[i * k:(i + 1) * k]) for i, e in enumerate(examples)]
 
 
-def rank_with_team(items, team) -> list[Ranking]:
+def rank_with_team(items, team, start: int = 0) -> list[Ranking]:
     """Rankings of ``items`` ((example, responses) pairs, as ``sample_for_ranking`` returns),
-    shared out in turn: labeler ``i % len(team)`` ranks item ``i``, one labeler per prompt."""
+    shared out in turn: labeler ``(start + i) % len(team)`` ranks item ``i``, one labeler per
+    prompt. ``start=1`` gives every prompt a second opinion from the next labeler."""
     if not team:
         raise ValueError("rank_with_team needs at least one labeler (labelers.labeler_team())")
-    return [team[i % len(team)].rank(e, responses) for i, (e, responses) in enumerate(items)]
+    return [team[(start + i) % len(team)].rank(e, responses) for i, (e, responses) in enumerate(items)]
 
 
 def _comparisons_settings(run) -> dict:
@@ -608,8 +612,7 @@ def _train_comparisons(config: dict, inputs: dict, out_dir) -> dict:
                 f.write(__import__("json").dumps(r.to_json(), ensure_ascii=False) + "\n")
     # How often a second labeler agrees with the one who ranked (the ceiling for an RM).
     examples_held = [e for e, _ in items[config["n_prompts"]:]]
-    second = [team[(i + 1) % len(team)].rank(e, r.responses)
-              for i, (e, r) in enumerate(zip(examples_held, held))]
+    second = rank_with_team([(e, r.responses) for e, r in zip(examples_held, held)], team, start=1)
     return {"rankings": len(train), "heldout_rankings": len(held),
             "pairs": sum(len(r.pairs()) for r in train),
             "labeler_agreement": labelers.pairwise_agreement(held, second),

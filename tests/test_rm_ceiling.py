@@ -221,3 +221,10 @@ def test_accuracy_by_difference_by_hand(by_family):
     assert table.loc["gold tie", ["rm", "gold", "second_labeler"]].tolist() == [1, 0, 0]
     without = reward.accuracy_by_difference(scored_by_hand([first], rewards), {e.id: e})
     assert "second_labeler" not in without.columns
+
+
+def test_rank_with_team_start_gives_each_prompt_the_next_labeler(by_family):
+    team = labelers.labeler_team(3, seed=0)
+    items = [(by_family[f], [REFUSAL, by_family[f].response]) for f in ("sort", "reverse", "list", "capital")]
+    second = reward.rank_with_team(items, team, start=1)
+    assert [r.labeler for r in second] == [team[(1 + i) % 3].name for i in range(4)]
