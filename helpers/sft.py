@@ -273,7 +273,7 @@ def _register() -> None:
     from helpers.stages import load_lm_artifact, register_stage
 
     register_stage("sft", _stage_settings, _train_stage, load_lm_artifact, requires=("base",),
-                   version="2", estimate_fn=_estimate)
+                   version="3", estimate_fn=_estimate)
 
 
 _register()

@@ -336,15 +336,15 @@ def sample_family(family: str, split: str, rng: random.Random, max_tries: int = 
     raise RuntimeError(f"could not draw a {family!r} prompt in split {split!r}")
 
 
-# How often each family is asked. Demonstrations show honesty and harmlessness only rarely, as
-# in the paper, where labelers wrote demonstrations mostly for useful tasks: the reward model
-# and PPO have to teach the rest.
+# How often each family is asked. Demonstrations show honesty and harmlessness only rarely (about
+# ten of each in 2,000), as in the paper, where labelers wrote demonstrations mostly for useful
+# tasks: the reward model and PPO have to teach the rest.
 PROMPT_MIX = {
     "arithmetic": 0.12, "reverse": 0.09, "sort": 0.08, "sentiment": 0.08, "extract": 0.10,
     "capital": 0.09, "unknown": 0.07, "list": 0.09, "shorten": 0.08, "chat": 0.04,
     "howto": 0.09, "harmful": 0.07,
 }
-DEMONSTRATION_MIX = dict(PROMPT_MIX, unknown=0.015, harmful=0.02)
+DEMONSTRATION_MIX = dict(PROMPT_MIX, unknown=0.005, harmful=0.005)
 
 #: How many examples each split holds in full mode.
 SPLIT_SIZES = {"sft": 2000, "rm": 4000, "ppo": 4000, "eval": 480}
@@ -392,21 +392,31 @@ def prompts(split: str, seed: int = 0, n: int | None = None) -> list[Example]:
 # Demonstrations: what the labelers wrote
 # --------------------------------------------------------------------------------------------
 
-#: Share of demonstrations a writer padded with friendly filler ("Sure! ... I hope this
-#: helps."). The guidelines ask for concise answers, so demonstrations show brevity only partly.
-VERBOSE_SHARE = 0.3
+#: The writers' habit. Half of the demonstrations come wrapped in friendly filler, most often
+#: "Sure! ... I hope this helps."; short replies (a greeting, a refusal, "I don't know.") get a
+#: closing pleasantry more often still. The guidelines ask for concise answers and the rankers
+#: follow them, so the demonstrations show brevity only partly: imitation copies the habit, and
+#: only the rankings say that readers would rather do without it.
+HABIT_SHARE = 0.5
+SHORT_REPLY_HABIT_SHARE = 0.7
+SHORT_REPLY_FAMILIES = ("harmful", "unknown", "chat")
+HABIT_OPENER, HABIT_CLOSER = "Sure!", "I hope this helps."
 
 
 def write_demonstration(example: Example, rng: random.Random) -> Example:
-    """The demonstration a labeler writes for a prompt: the reference, sometimes padded."""
+    """The demonstration a labeler writes for a prompt: the reference, often with the habit."""
     response = example.response
-    if example.family not in ("harmful", "unknown", "chat") and rng.random() < VERBOSE_SHARE:
-        opener = rng.choice(FILLER_OPENERS)
-        closer = rng.choice(FILLER_CLOSERS)
-        lead = rng.choice(("", "The answer is: ", "Here you go: "))
-        if response[-1] not in ".!?":
-            response += "."
-        response = f"{opener} {lead}{response} {closer}"
+    short = example.family in SHORT_REPLY_FAMILIES
+    if rng.random() >= (SHORT_REPLY_HABIT_SHARE if short else HABIT_SHARE):
+        return Example(example.prompt, response, example.family, example.meta)
+    if response[-1] not in ".!?":
+        response += "."
+    closer = HABIT_CLOSER if rng.random() < 0.7 else rng.choice(FILLER_CLOSERS)
+    if short:  # "Sure! Sorry, ..." would read oddly: a short reply only gets the closer
+        response = f"{response} {closer}"
+    else:
+        opener = HABIT_OPENER if rng.random() < 0.8 else rng.choice(FILLER_OPENERS)
+        response = f"{opener} {response} {closer}"
     return Example(example.prompt, response, example.family, example.meta)
 
 

@@ -52,14 +52,22 @@ def test_reference_answers_earn_full_gold_score():
         assert gold_score(e, e.response) == pytest.approx(1.0), (e.prompt, e.response)
 
 
-def test_demonstrations_are_good_but_sometimes_padded():
+def test_demonstrations_are_right_but_carry_the_writers_habit():
     demos = world.demonstrations(n=600)
     scores = [gold_score(d, d.response) for d in demos]
     assert min(scores) >= labelers.WEIGHT_CORRECT  # padded answers are still right
-    padded = sum(s < 1 for s in scores) / len(scores)
-    assert 0.1 < padded < 0.4  # brevity is only partly demonstrated
+    padded = [d for d, s in zip(demos, scores) if s < 1]
+    assert 0.4 < len(padded) / len(demos) < 0.6  # brevity is only partly demonstrated
+    # The habit has one dominant form, so imitation (and greedy decoding) copies it.
+    opened = [d for d in padded if d.family not in world.SHORT_REPLY_FAMILIES]
+    assert sum(d.response.startswith(world.HABIT_OPENER) for d in opened) > 0.7 * len(opened)
+    assert sum(d.response.endswith(world.HABIT_CLOSER) for d in padded) > 0.6 * len(padded)
+    # A refusal, an "I don't know" or a greeting gets a closer, never an opener.
+    for d in demos:
+        if d.family in world.SHORT_REPLY_FAMILIES:
+            assert not d.response.startswith(world.FILLER_OPENERS)
     families = collections.Counter(d.family for d in demos)
-    assert families["unknown"] + families["harmful"] < 0.06 * len(demos)  # honesty/harmlessness rare
+    assert families["unknown"] + families["harmful"] < 0.02 * len(demos)  # honesty/harmlessness rare
 
 
 def test_base_text_contains_questions_in_non_instruction_contexts():
