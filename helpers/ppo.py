@@ -862,10 +862,7 @@ def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
     ``save_pretrained`` (the value model is not needed after training), the curves as
     history.json.
     """
-    import json
-
     from helpers import labelers, world
-    from helpers.models import quiet_loading
 
     models = prepare_models(inputs["sft"], inputs["rm"])
     policy, tokenizer = models.policy, models.tokenizer
@@ -877,6 +874,16 @@ def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
                                           config["ptx_seq_len"], seed=ppo_config.seed)
     history = train_ppo(policy, models.reference, models.value_model, models.reward_model, tokenizer, prompts,
                         ppo_config, progress=True, gold_fn=labelers.gold_score, ptx_batches=ptx_batches)
+    return save_policy(policy, tokenizer, history, out_dir)
+
+
+def save_policy(policy, tokenizer, history: dict, out_dir: Path) -> dict:
+    """Save a trained policy, its tokenizer and its curves (history.json) into ``out_dir``, as
+    the PPO stages keep them; return the stage's metrics (from ``history``)."""
+    import json
+
+    from helpers.models import quiet_loading
+
     with quiet_loading():
         policy.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -891,6 +898,18 @@ def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
             "kl_end": tail("kl"), "response_length_end": tail("response_length"),
             "episodes": history["episodes"][-1],
             "seconds": round(sum(sum(v) for k, v in history.items() if k.startswith("time_")), 1)}
+
+
+def keep_as_stage(policy, tokenizer, history: dict, config: PPOConfig, run) -> bool:
+    """Keep a policy trained with ``train_ppo`` in a notebook as the "ppo" artifact, so that
+    ``load_or_train("ppo")`` (notebook 06) loads it instead of training the same run again.
+    Only a run with the "ppo" stage's settings for ``run`` (a ``config.Settings``) is kept."""
+    from dataclasses import asdict
+
+    from helpers import stages
+
+    settings = {**ppo_stage_settings(run), **asdict(config)}
+    return stages.keep_trained("ppo", lambda folder: save_policy(policy, tokenizer, history, folder), settings)
 
 
 def load_ppo_stage(path: Path, info: dict):

@@ -218,8 +218,10 @@ def _show(path: Path) -> str:
     return str(path)
 
 
-def _build(stage: Stage, config: dict, inputs: dict[str, Artifact], target: Path) -> None:
-    """Train into a temporary folder beside ``target``, then rename it into place."""
+def _build(stage: Stage, config: dict, inputs: dict[str, Artifact], target: Path,
+           train_fn: Callable | None = None) -> None:
+    """Train into a temporary folder beside ``target``, then rename it into place.
+    ``train_fn`` replaces the stage's own (``keep_trained``: the files of a model trained elsewhere)."""
     parent = target.parent
     for leftover in parent.glob(f".{stage.name}.partial-*"):  # from a run that was killed
         shutil.rmtree(leftover, ignore_errors=True)
@@ -227,7 +229,7 @@ def _build(stage: Stage, config: dict, inputs: dict[str, Artifact], target: Path
     partial.mkdir(parents=True)
     try:
         started = time.perf_counter()
-        metrics = stage.train_fn(config, inputs, partial) or {}
+        metrics = (train_fn or stage.train_fn)(config, inputs, partial) or {}
         seconds = time.perf_counter() - started
         info = {
             "stage": stage.name,
@@ -318,6 +320,34 @@ def load_or_train(stage: str, **overrides) -> Artifact:
         info = read_info(target)
         model, tokenizer = spec.load_fn(target, info)
         return Artifact(stage, target, info, model, tokenizer)
+
+
+def keep_trained(stage: str, save_fn: Callable[[Path], dict | None], settings: dict) -> bool:
+    """Store a model trained outside ``load_or_train`` as the artifact of ``stage``, so that
+    ``load_or_train(stage)`` loads it later instead of training the same run again.
+
+    ``settings``: the stage settings the model was trained with; it is kept only if they are the
+    stage's current ones (same profile, fast mode and prerequisites too), since anything else
+    would pass off another run as the stage's. ``save_fn(folder)`` writes the files the stage's
+    load function reads and returns the stage's metrics. An up-to-date artifact is left as it is.
+    Returns True when the model was stored."""
+    spec = get_stage(stage)
+    run = current_settings()
+    inputs = {name: load_or_train(name) for name in spec.requires}
+    config = wanted_settings(spec, run, inputs, {})
+    given = _jsonable({**config, **settings})
+    if given != config:
+        print(f"not kept as {stage}: trained with other settings than the stage's "
+              f"({'; '.join(settings_diff(config, given))})")
+        return False
+    target = run.stage_dir(stage)
+    with _stage_lock(target.parent, stage):
+        info = read_info(target) if target.exists() else None
+        if info is not None and info["settings"] == config and _damage(target, info) is None:
+            print(f"{stage} with these settings is already in {_show(target)}; kept as it is")
+            return False
+        _build(spec, config, inputs, target, train_fn=lambda _config, _inputs, out_dir: save_fn(out_dir))
+    return True
 
 
 # --------------------------------------------------------------------------------------------

@@ -188,3 +188,37 @@ def test_gpu_profile_offline_says_to_use_tiny(monkeypatch, course_env):
         load_or_train("base")
     assert "course-tests/not-a-cached-model" in str(err.value)
     assert not settings().stage_dir("tokenizer").exists()
+
+
+def test_keep_trained_stores_a_model_trained_elsewhere(capsys, built):
+    trained = {"n": 0}
+
+    def train(config, inputs, out_dir):
+        trained["n"] += 1
+        (out_dir / "answer.txt").write_text(str(config["answer"]))
+        return {"answer": config["answer"]}
+
+    def load(path, info):
+        return int((path / "answer.txt").read_text()), None
+
+    def save(folder):  # what a notebook does with a model it trained itself
+        (folder / "answer.txt").write_text("41")
+        return {"answer": 41}
+
+    register_stage("toy", lambda run: {"answer": 42}, train, load, requires=["tokenizer"])
+    try:
+        # other settings than the stage's: nothing is written
+        assert stages.keep_trained("toy", save, {"answer": 7}) is False
+        assert "answer 42 -> 7" in capsys.readouterr().out
+        assert not stages.current_settings().stage_dir("toy").exists()
+        # the stage's settings: kept, and load_or_train loads it without training
+        assert stages.keep_trained("toy", save, {"answer": 42}) is True
+        art = load_or_train("toy")
+        assert (art.model, art.metrics, trained["n"]) == (41, {"answer": 41}, 0)
+        # an up-to-date artifact is left alone
+        assert stages.keep_trained("toy", lambda folder: 1 / 0, {"answer": 42}) is False
+        assert load_or_train("toy").model == 41
+        # other settings asked of load_or_train still train
+        assert load_or_train("toy", answer=5).model == 5 and trained["n"] == 1
+    finally:
+        stages.STAGES.pop("toy", None)
