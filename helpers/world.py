@@ -401,6 +401,7 @@ HABIT_SHARE = 0.5
 SHORT_REPLY_HABIT_SHARE = 0.7
 SHORT_REPLY_FAMILIES = ("harmful", "unknown", "chat")
 HABIT_OPENER, HABIT_CLOSER = "Sure!", "I hope this helps."
+HABIT_OPENER_SHARE, HABIT_CLOSER_SHARE = 0.8, 0.7  # how often the habit takes its usual words
 
 
 def write_demonstration(example: Example, rng: random.Random) -> Example:
@@ -411,11 +412,11 @@ def write_demonstration(example: Example, rng: random.Random) -> Example:
         return Example(example.prompt, response, example.family, example.meta)
     if response[-1] not in ".!?":
         response += "."
-    closer = HABIT_CLOSER if rng.random() < 0.7 else rng.choice(FILLER_CLOSERS)
+    closer = HABIT_CLOSER if rng.random() < HABIT_CLOSER_SHARE else rng.choice(FILLER_CLOSERS)
     if short:  # "Sure! Sorry, ..." would read oddly: a short reply only gets the closer
         response = f"{response} {closer}"
     else:
-        opener = HABIT_OPENER if rng.random() < 0.8 else rng.choice(FILLER_OPENERS)
+        opener = HABIT_OPENER if rng.random() < HABIT_OPENER_SHARE else rng.choice(FILLER_OPENERS)
         response = f"{opener} {response} {closer}"
     return Example(example.prompt, response, example.family, example.meta)
 
