@@ -285,6 +285,18 @@ def _library_versions() -> dict:
     return {"torch": torch.__version__, "transformers": transformers.__version__}
 
 
+def _why_stale(target: Path, config: dict) -> str | None:
+    """Why the artifact folder ``target`` cannot be reused for ``config``; None when it can."""
+    info = read_info(target)
+    if info is None:
+        return f"{_show(target)} is incomplete or corrupt (no valid {INFO_FILE})"
+    if info["settings"] != config:
+        return "settings changed: " + "; ".join(settings_diff(info["settings"], config))
+    if damage := _damage(target, info):
+        return f"{_show(target)} is corrupt ({damage})"
+    return None
+
+
 def load_or_train(stage: str, **overrides) -> Artifact:
     """The artifact of ``stage``, from the cache if it was made with the current settings, else
     trained now (with its prerequisites). ``overrides`` replace the stage's default settings,
@@ -298,14 +310,9 @@ def load_or_train(stage: str, **overrides) -> Artifact:
     with _stage_lock(target.parent, stage):
         reason = None
         if target.exists():
-            info = read_info(target)
-            if info is None:
-                reason = f"{_show(target)} is incomplete or corrupt (no valid {INFO_FILE})"
-            elif info["settings"] != config:
-                reason = "settings changed: " + "; ".join(settings_diff(info["settings"], config))
-            elif damage := _damage(target, info):
-                reason = f"{_show(target)} is corrupt ({damage})"
-            else:
+            reason = _why_stale(target, config)
+            if reason is None:
+                info = read_info(target)
                 print(f"loading {stage} from {_show(target)}")
                 try:
                     model, tokenizer = spec.load_fn(target, info)
@@ -342,8 +349,7 @@ def keep_trained(stage: str, save_fn: Callable[[Path], dict | None], settings: d
         return False
     target = run.stage_dir(stage)
     with _stage_lock(target.parent, stage):
-        info = read_info(target) if target.exists() else None
-        if info is not None and info["settings"] == config and _damage(target, info) is None:
+        if target.exists() and _why_stale(target, config) is None:
             print(f"{stage} with these settings is already in {_show(target)}; kept as it is")
             return False
         _build(spec, config, inputs, target, train_fn=lambda _config, _inputs, out_dir: save_fn(out_dir))
