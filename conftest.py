@@ -10,7 +10,8 @@ the variables are set here, in pytest_configure, before any kernel exists:
 * MPLBACKEND=Agg: figures render without a display;
 * COURSE_ARTIFACTS: one temporary folder shared by the whole session, so a model trained in fast
   mode by one notebook or test is reused by the next instead of being trained again. Set
-  COURSE_TEST_ARTIFACTS=/some/folder to keep those artifacts between sessions (faster reruns).
+  COURSE_TEST_ARTIFACTS=/some/folder to keep those artifacts between sessions (faster reruns);
+* COURSE_CACHE: beside the artifacts, where the CPU thread count chosen for this session is kept.
 """
 
 import os
@@ -42,6 +43,19 @@ def pytest_configure(config):
     else:
         _session_artifacts = tempfile.mkdtemp(prefix="course-test-artifacts-")
         os.environ["COURSE_ARTIFACTS"] = _session_artifacts
+    # The thread count is measured once per test session, into the session's own cache (the
+    # kernels nbval starts inherit COURSE_CACHE and read it), so a test run neither reads nor
+    # writes the user's choice.
+    os.environ["COURSE_CACHE"] = os.path.join(os.environ["COURSE_ARTIFACTS"], ".cache")
+    from helpers import speed
+
+    speed.apply(quiet=True)
+
+
+def pytest_report_header(config):
+    from helpers import speed
+
+    return f"course: CPU {speed.apply(quiet=True).describe()}"
 
 
 def pytest_unconfigure(config):

@@ -23,10 +23,12 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import progress as status_line, speed
 from helpers.config import PROFILES, ROOT, settings
 from helpers.results import FORMATS_KEY, RESULTS_FILE_ENV
 
@@ -169,10 +171,21 @@ def run_notebook(
     nb = nbformat.read(path, as_version=4)
     n_code = sum(cell.cell_type == "code" for cell in nb.cells)
     failure: dict = {}
+    progress_shown = progress
     bar = tqdm(total=n_code, desc=path.stem, unit="cell", leave=False, disable=not progress)
 
+    current = {"line": ""}
+
     def on_cell_start(cell, cell_index, **_):
-        bar.set_postfix_str(_first_code_line(cell.source)[:40], refresh=True)
+        current["line"] = _first_code_line(cell.source)[:40]
+        status_file.unlink(missing_ok=True)  # a status belongs to the cell that wrote it
+        bar.set_postfix_str(current["line"], refresh=True)
+
+    def show_status():
+        """While a cell runs, show what it trains (the notebook's own bars are not visible)."""
+        while not stop_watching.wait(1.0):
+            status = status_line.format_status(status_line.read_status(status_file))
+            bar.set_postfix_str(status or current["line"], refresh=True)
 
     def on_cell_executed(cell, cell_index, **_):
         bar.update(1)
@@ -191,13 +204,21 @@ def run_notebook(
     )
     kernel_env = dict(os.environ if env is None else env)
     kernel_env[RESULTS_FILE_ENV] = str(results)
+    status_file = runs_dir / f".{path.stem}.progress.json"
+    kernel_env[status_line.PROGRESS_FILE_ENV] = str(status_file)
+    stop_watching = threading.Event()
+    watcher = threading.Thread(target=show_status, daemon=True)
+    if progress_shown:
+        watcher.start()
 
     start = time.perf_counter()
     error = None
     try:
         # The kernel's own log lines (not the notebook's output) would clutter the terminal.
+        # cleanup_kc: shut the kernel down at the end (nbclient keeps alive a kernel whose
+        # manager it was given), so a finished notebook's models do not hold memory.
         with open(os.devnull, "w") as devnull:
-            client.execute(env=kernel_env, stderr=devnull)
+            client.execute(env=kernel_env, stderr=devnull, cleanup_kc=True)
     except Exception as exc:  # a failing cell, a timeout, a dead kernel: report and go on
         ename = getattr(exc, "ename", None)
         evalue = getattr(exc, "evalue", None)
@@ -207,7 +228,11 @@ def run_notebook(
             lines = str(exc).strip().splitlines()
             error = f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
     finally:
+        stop_watching.set()
+        if watcher.is_alive():
+            watcher.join()
         bar.close()
+        status_file.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     nbformat.write(nb, out_path)  # also when it failed: the copy shows the traceback
     figures, formats = read_results(results)
@@ -388,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     if not notebooks:
         print(f"No course notebook matches {args.only} in {args.notebooks}.")
         return 2
+
+    # Measured afresh for each run, on the machine as it is now; the notebooks' kernels then find
+    # the choice in the cache instead of measuring again.
+    threads = speed.choose(measure_now=not s.fast, quiet=False)
+    print(f"CPU {threads.describe()}" + (
+        "  [" + ", ".join(f"{n} thread{'s' * (n > 1)}: {v:,.0f} tokens/s" for n, v in sorted(threads.tokens_per_second.items())) + "]"
+        if threads.tokens_per_second else ""))
 
     runs_dir = Path(args.runs) / (s.profile + ("-fast" if s.fast else ""))
     print(

@@ -139,7 +139,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 48, tem
     ``ended_with_eos`` (False for a reply cut off at ``max_new_tokens``). PPO scores and trains on
     exactly these tokens.
     """
-    from tqdm.auto import tqdm
+    from helpers.progress import tqdm
 
     from helpers.tokenizer import render_chat
 

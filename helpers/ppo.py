@@ -641,7 +641,7 @@ def train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts: 
     callback(iteration, stats) runs after every iteration (stats: this iteration's numbers and
     a few samples), e.g. to redraw a live dashboard.
     """
-    from tqdm.auto import tqdm
+    from helpers.progress import tqdm
 
     config.validate()
     if config.ptx_coef > 0 and ptx_batches is None:

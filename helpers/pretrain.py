@@ -147,7 +147,7 @@ def pretrain(model, tokenizer, texts: list[str], cfg: PretrainConfig, progress: 
     Returns a dict of lists ``step``, ``train_loss``, ``eval_step``, ``heldout_loss`` and the
     numbers ``tokens_per_second`` (training only), ``seconds`` (all), ``tokens_seen``.
     """
-    from tqdm.auto import tqdm
+    from helpers.progress import tqdm
 
     from helpers.config import seed_everything
 

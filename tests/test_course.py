@@ -5,6 +5,7 @@ Runs only tiny notebooks written to tmp_path, never the course's own (tests run 
 
 import json
 import os
+import time
 from pathlib import Path
 
 import nbformat
@@ -181,3 +182,57 @@ def test_main_runs_all_continues_after_a_failure_and_exits_nonzero(tmp_path, cap
     code = course.main(["--only", "01", "--notebooks", str(nbs), "--runs", str(runs), "--no-progress"])
     assert code == 0
     assert course.main(["--only", "9", "--notebooks", str(nbs), "--runs", str(runs)]) == 2
+
+
+def test_run_notebook_shuts_its_kernel_down(tmp_path):
+    """A finished notebook's kernel (and the models it holds) must not outlive it."""
+    nbs, runs_dir = tmp_path / "notebooks", tmp_path / "runs"
+    nbs.mkdir()
+    pid_file = tmp_path / "kernel.pid"
+    nb = write_notebook(nbs / "00_pid.ipynb", f"import os; open({str(pid_file)!r}, 'w').write(str(os.getpid()))")
+
+    assert course.run_notebook(nb, runs_dir, timeout=60, progress=False).ok
+    pid = int(pid_file.read_text())
+    for _ in range(50):  # shutdown is asynchronous: allow it a few seconds
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the kernel (pid {pid}) is still running after its notebook ended")
+
+
+def test_run_notebook_shows_what_a_cell_trains(tmp_path, monkeypatch):
+    """While a cell trains, the runner's bar shows the stage and its progress, read from the
+    status file that the kernel's bars write."""
+    nbs, runs_dir = tmp_path / "notebooks", tmp_path / "runs"
+    nbs.mkdir()
+    nb = write_notebook(
+        nbs / "00_train.ipynb",
+        "import time\n"
+        "from helpers import progress\n"
+        "with progress.stage('base'):\n"
+        "    for _ in progress.tqdm(range(4), desc='pretraining'):\n"
+        "        time.sleep(0.6)\n"
+        "    time.sleep(2.5)",
+    )
+    shown = []
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def set_postfix_str(self, text, refresh=True):
+            shown.append(text)
+
+        def update(self, n=1):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("tqdm.auto.tqdm", Bar)
+    assert course.run_notebook(nb, runs_dir, timeout=60, progress=True).ok
+    assert any(text.startswith("training base: pretraining 4/4") for text in shown), shown
+    assert not list(runs_dir.glob(".*progress*"))  # the status file is gone with the run
