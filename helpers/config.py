@@ -19,9 +19,19 @@ from pathlib import Path
 
 PROFILES = ("tiny", "gpu")
 
-#: The repository root (the folder that holds ``helpers/``, ``notebooks/`` and ``data/``).
+#: The repository root (the folder that holds ``helpers/``, ``notebooks/`` and ``data/``) in a
+#: clone; in an installed wheel (Colab), the site-packages folder that holds ``helpers/``.
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = ROOT / "data"
+#: True in a clone of the repository (``pip install -e``), False in an installed wheel.
+IN_CHECKOUT = (ROOT / "pyproject.toml").is_file() and (ROOT / "data").is_dir()
+#: The materialized data: ``data/`` at the root of a clone; a wheel carries it as ``helpers/data/``.
+DATA_DIR = ROOT / "data" if IN_CHECKOUT else Path(__file__).resolve().parent / "data"
+
+
+def _default_artifacts() -> Path:
+    """``artifacts/`` at the root of a clone; installed, ``artifacts/`` in the working directory
+    (never inside site-packages)."""
+    return ROOT / "artifacts" if IN_CHECKOUT else Path.cwd() / "artifacts"
 
 
 def _truthy(value: str | None) -> bool:
@@ -60,7 +70,7 @@ def settings() -> Settings:
             f"COURSE_PROFILE={profile!r} is not a course profile. Use one of {PROFILES}: "
             "'tiny' runs anywhere offline, 'gpu' needs a CUDA GPU and internet access."
         )
-    artifacts = Path(os.environ.get("COURSE_ARTIFACTS", ROOT / "artifacts")).expanduser()
+    artifacts = Path(os.environ.get("COURSE_ARTIFACTS") or _default_artifacts()).expanduser()
     return Settings(
         profile=profile,
         fast=_truthy(os.environ.get("COURSE_FAST")),

@@ -497,7 +497,7 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
 
     from helpers.config import device
     from helpers.models import quiet_loading
-    from helpers.sft import _scratch_dir, trainer_defaults
+    from helpers.sft import _scratch_dir, no_activation_checkpointing, trainer_defaults
 
     settings = settings or RMSettings()
     history = RMHistory()
@@ -513,9 +513,9 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
         weight_decay=settings.weight_decay,
         max_grad_norm=1.0,
         max_length=settings.max_length,
-        activation_checkpointing=False,  # TRL turns it on by default: slower, and not needed here
         bf16=False,  # RewardConfig's default; float32 like our own loop (and the only CPU choice)
         logging_steps=1,
+        **no_activation_checkpointing(),  # TRL turns it on by default: slower, and not needed here
         **trainer_defaults(settings.seed),
     )
 

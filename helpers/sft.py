@@ -218,6 +218,18 @@ def trainer_defaults(seed: int) -> dict:
                 use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0)
 
 
+def no_activation_checkpointing() -> dict:
+    """The config field that turns activation (gradient) checkpointing off, which TRL's configs
+    turn on by default: slower, and not needed by models this size. transformers 5.23 renamed
+    ``gradient_checkpointing`` to ``activation_checkpointing`` (the old name warns, then goes in
+    v6); Colab's 5.15 knows only the old one. So: the name the installed version has."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {name: False}
+
+
 def _scratch_dir():
     import tempfile
     from pathlib import Path

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import reward, world
+from helpers import reward, sft, world
 from helpers.labelers import Ranking
 from helpers.models import ModelSize, build_causal_lm, quiet_loading
 from helpers.stages import load_or_train
@@ -66,8 +66,8 @@ def test_trl_reads_our_tokens_and_computes_our_loss(sft_folder):
     path, tokenizer = sft_folder
     rankings = _rankings(_ordinary(5), k=3)  # 15 pairs, all in one batch
     config = RewardConfig(output_dir=str(path / "trl"), per_device_train_batch_size=15, report_to=[],
-                          use_cpu=True, bf16=False, activation_checkpointing=False, max_length=160,
-                          dataloader_num_workers=0)
+                          use_cpu=True, bf16=False, max_length=160, dataloader_num_workers=0,
+                          **sft.no_activation_checkpointing())
     with quiet_loading():
         trainer = RewardTrainer(model=str(path), args=config, train_dataset=reward.preference_dataset(rankings),
                                 processing_class=tokenizer)
