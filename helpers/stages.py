@@ -297,10 +297,22 @@ def _why_stale(target: Path, config: dict) -> str | None:
     return None
 
 
+def _pull_prepared(stage: str, config: dict, target: Path, reason: str | None) -> bool:
+    """Download ``stage`` from the prepared artifacts (``COURSE_PREPARED_ARTIFACTS``) into
+    ``target`` instead of training it, if a copy made with ``config`` is there: True when done."""
+    if not os.environ.get("COURSE_PREPARED_ARTIFACTS", "").strip():
+        return False
+    from helpers import prepared_artifacts  # imported only when used: it needs huggingface_hub
+
+    return prepared_artifacts.pull(stage, config, target, reason)
+
+
 def load_or_train(stage: str, **overrides) -> Artifact:
     """The artifact of ``stage``, from the cache if it was made with the current settings, else
-    trained now (with its prerequisites). ``overrides`` replace the stage's default settings,
-    e.g. ``load_or_train("base", steps=600)``."""
+    downloaded from the prepared artifacts if they hold it made with these settings (see
+    ``helpers.prepared_artifacts``), else trained now (with its prerequisites, each found the
+    same way). ``overrides`` replace the stage's default settings, e.g.
+    ``load_or_train("base", steps=600)``."""
     spec = get_stage(stage)
     run = current_settings()
     inputs = {name: load_or_train(name) for name in spec.requires}
@@ -319,6 +331,13 @@ def load_or_train(stage: str, **overrides) -> Artifact:
                     return Artifact(stage, target, info, model, tokenizer)
                 except Exception as err:  # noqa: BLE001 - any failure to load means a bad artifact
                     reason = f"{_show(target)} is corrupt ({type(err).__name__}: {err})"
+        if _pull_prepared(stage, config, target, reason):
+            info = read_info(target)
+            try:
+                model, tokenizer = spec.load_fn(target, info)
+                return Artifact(stage, target, info, model, tokenizer)
+            except Exception as err:  # noqa: BLE001 - a prepared copy that does not load is trained anew
+                reason = f"the prepared {stage} does not load ({type(err).__name__}: {err})"
         if reason:
             print(f"{reason}; retraining {stage}")
         estimate = spec.estimate_fn(config, run) if spec.estimate_fn else ""
