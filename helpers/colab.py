@@ -109,7 +109,9 @@ def plan_install(requirements: Iterable, installed: Callable[[str], str | None])
 
 
 def run_pip(args: list[str]) -> None:
-    subprocess.run([sys.executable, "-m", "pip", *args], check=True)
+    # Output captured: a notebook may not show a subprocess's own output, and on failure pip's
+    # message goes into the error the cell shows.
+    subprocess.run([sys.executable, "-m", "pip", *args], check=True, capture_output=True, text=True)
 
 
 def install_missing(installed: Callable[[str], str | None] = installed_version,
@@ -132,15 +134,21 @@ def install_missing(installed: Callable[[str], str | None] = installed_version,
         try:
             pip(["install", "--quiet", "--constraint", str(constraints), *plan.install])
         except subprocess.CalledProcessError as err:
+            said = "\n".join(str(err.stderr or err.output or "").strip().splitlines()[-15:])
             raise RuntimeError(
-                f"pip could not install {', '.join(plan.install)} next to the installed {kept} "
-                "(pip's message is above). Start a fresh runtime (Runtime > Disconnect and delete "
-                "runtime) and run the setup cell again; if it fails again, please report it with "
-                "pip's message."
+                f"pip could not install {', '.join(plan.install)} next to the installed {kept}. "
+                "Start a fresh runtime (Runtime > Disconnect and delete runtime) and run the setup "
+                "cell again; if it fails again, please report it with pip's message"
+                + (f":\n{said}" if said else ".")
             ) from err
     importlib.invalidate_caches()  # so that the packages just installed can be imported now
     done = ", ".join(f"{_name(line)} {installed(_name(line)) or '?'}" for line in plan.install)
     print(f"installed {done}" + (f"; kept {kept}" if kept else ""))
+    # A package upgraded after this kernel imported it stays the old one until a restart.
+    loaded = [_name(line) for line in plan.install if _name(line).replace("-", "_") in sys.modules]
+    if loaded:
+        print(f"{', '.join(loaded)} had been imported before this install: restart the session "
+              "(Runtime > Restart session), then run this cell again.")
     return plan
 
 

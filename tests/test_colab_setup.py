@@ -43,7 +43,7 @@ class FakePip:
         if "--constraint" in args:
             self.constraints.append(Path(args[args.index("--constraint") + 1]).read_text())
         if self.fail:
-            raise subprocess.CalledProcessError(1, ["pip", *args])
+            raise subprocess.CalledProcessError(1, ["pip", *args], stderr="ERROR: ResolutionImpossible: trl")
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,8 +97,9 @@ def test_the_course_metadata_lists_the_runtime_requirements_without_the_dev_extr
 
 
 def test_a_failing_pip_says_what_to_do():
-    with pytest.raises(RuntimeError, match="Disconnect and delete runtime"):
+    with pytest.raises(RuntimeError, match="Disconnect and delete runtime") as err:
         colab.install_missing(installed=COLAB_TODAY.get, pip=FakePip(fail=True))
+    assert "ResolutionImpossible: trl" in str(err.value)  # pip's own words, shown in the cell
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,3 +267,10 @@ def test_every_notebook_starts_with_the_same_setup_cell():
     assert len(set(cells.values())) == 1, "the setup cells differ: make them identical"
     setup = next(iter(cells.values()))
     assert "--no-deps" in setup and "colab.setup(PROFILE, keep_on_drive=KEEP_ON_DRIVE" in setup
+
+
+def test_upgrading_a_package_this_kernel_already_imported_asks_for_a_restart(capsys):
+    # pytest is imported here: pretend the course needs a newer one than is installed
+    colab.install_missing(installed={"pytest": "1.0"}.get, pip=FakePip(),
+                          requirements=requirements("pytest>=2"))
+    assert "pytest had been imported before this install: restart the session" in capsys.readouterr().out
