@@ -229,7 +229,7 @@ def _choose_artifacts(colab: bool, keep_on_drive: bool, mount, mountpoint: Path)
         os.environ["COURSE_ARTIFACTS"] = str(RUNTIME_ARTIFACTS)
     return ("in this runtime only: models and rankings made here are lost when the runtime "
             "ends, and other notebooks, each in a runtime of its own, do not see them. "
-            "KEEP_ON_DRIVE = True keeps them on Google Drive")
+            "KEEP_ON_DRIVE = True in the setup cell keeps them on Google Drive")
 
 
 def setup(profile: str | None = None, keep_on_drive: bool = False, prepared: str | None = None, *,
