@@ -124,9 +124,15 @@ def in_colab() -> bool:
 
 
 def describe() -> str:
-    """One line a notebook prints after setup: profile, fast mode, device."""
+    """One line a notebook prints after setup: profile, fast mode, device, CPU threads.
+
+    On the CPU it first chooses torch's thread count (``helpers.speed``), so that every notebook
+    trains at this machine's best speed from its first cell on."""
+    from helpers import speed
+
     s = settings()
+    threads = speed.apply()
     return (
         f"profile={s.profile}  fast={'yes' if s.fast else 'no'}  device={device()}  "
-        f"artifacts={s.artifacts_dir}"
+        f"{threads.describe()}  artifacts={s.artifacts_dir}"
     )

@@ -189,7 +189,7 @@ def _shuffled_pair_batches(rankings: list[Ranking], settings: RMSettings, rng: r
 def train_reward_model(model, tokenizer, rankings: list[Ranking], settings: RMSettings,
                        progress: bool = True) -> RMHistory:
     """Train ``model`` (a sequence classifier with one label) on rankings, in place."""
-    from tqdm.auto import tqdm
+    from helpers.progress import tqdm
 
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
@@ -523,7 +523,7 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
         """One tqdm bar and the curves, instead of the trainer's printed log dicts."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            from tqdm.auto import tqdm
+            from helpers.progress import tqdm
 
             self.bar = tqdm(total=state.max_steps, desc="reward model (TRL RewardTrainer)",
                             disable=not progress)

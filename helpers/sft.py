@@ -176,7 +176,7 @@ def train_sft(model, tokenizer, demos: list[Example], settings: SFTSettings,
         """One tqdm bar with the latest losses, instead of the trainer's printed log dicts."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            from tqdm.auto import tqdm
+            from helpers.progress import tqdm
 
             self.bar = tqdm(total=state.max_steps, desc="SFT", disable=not progress)
 

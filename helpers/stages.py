@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers import progress, speed
 from helpers.config import Settings, settings as current_settings
 
 INFO_FILE = "stage.json"
@@ -228,8 +229,10 @@ def _build(stage: Stage, config: dict, inputs: dict[str, Artifact], target: Path
     partial = parent / f".{stage.name}.partial-{uuid.uuid4().hex[:8]}"
     partial.mkdir(parents=True)
     try:
+        speed.apply()  # torch's thread count, before any training
         started = time.perf_counter()
-        metrics = (train_fn or stage.train_fn)(config, inputs, partial) or {}
+        with progress.stage(stage.name):
+            metrics = (train_fn or stage.train_fn)(config, inputs, partial) or {}
         seconds = time.perf_counter() - started
         info = {
             "stage": stage.name,
@@ -543,10 +546,8 @@ def _pretrain_estimate(config: dict, run: Settings) -> str:
         return f"downloading {config['hub_model']} from the hub"
     if run.fast:
         return "a few seconds, fast mode"
-    # Measured on a 2-core CPU: tokens per second of each size.
-    speed = {"tiny": 13_000, "big": 3_000}.get(config["size"], 13_000)
-    minutes = config["steps"] * config["batch_size"] * config["seq_len"] / speed / 60
-    return f"about {max(1, round(minutes))} min on a 2-core CPU"
+    tokens = config["steps"] * config["batch_size"] * config["seq_len"]
+    return speed.describe_minutes(speed.training_minutes(tokens, config["size"]))
 
 
 register_stage("base", _pretrain_settings("tiny", BASE_PRETRAIN), _train_base, load_lm_artifact,
