@@ -711,11 +711,28 @@ def _register() -> None:
 
     register_stage("comparisons", _comparisons_settings, _train_comparisons, _load_comparisons,
                    requires=("sft",), version="5",
-                   estimate_fn=lambda c, run: "a few seconds, fast mode" if run.fast
-                   else f"sampling {c['k']} answers to {c['n_prompts'] + c['heldout_prompts']} prompts, about 1 min")
+                   estimate_fn=_comparisons_estimate)
     register_stage("rm", _rm_settings, _train_rm, _load_rm, requires=("sft", "comparisons"),
-                   version="1", estimate_fn=lambda c, run: "a few seconds, fast mode" if run.fast
-                   else "one epoch, about 2 min on a 2-core CPU")
+                   version="1", estimate_fn=_rm_estimate)
+
+
+def _comparisons_estimate(config: dict, run) -> str:
+    from helpers import speed
+
+    if run.fast:
+        return "a few seconds, fast mode"
+    prompts = config["n_prompts"] + config["heldout_prompts"]
+    return f"sampling {config['k']} answers to {prompts} prompts, " + (
+        speed.estimate("comparisons_prompt", prompts) or "minutes")
+
+
+def _rm_estimate(config: dict, run) -> str:
+    from helpers import speed
+
+    if run.fast:
+        return "a few seconds, fast mode"
+    return f"{config['epochs']} epoch{'s' * (config['epochs'] > 1)}, " + (
+        speed.estimate("rm_epoch", config["epochs"]) or "minutes")
 
 
 _register()

@@ -278,7 +278,9 @@ def _train_stage(config: dict, inputs: dict, out_dir) -> dict:
 def _estimate(config: dict, run) -> str:
     if run.fast:
         return "a few seconds, fast mode"
-    return f"{config['epochs']} epochs, about 2 min on a 2-core CPU"
+    from helpers import speed
+
+    return f"{config['epochs']} epochs, " + (speed.estimate("sft_epoch", config["epochs"]) or "minutes")
 
 
 def _register() -> None:

@@ -297,6 +297,22 @@ def seconds_here(reference_seconds: float) -> float | None:
     return None if speed is None else reference_seconds * REFERENCE_SPEED / speed
 
 
+#: Seconds one unit of each stage's work took in the reference run (tiny profile, full mode, on a
+#: machine whose probe measured ``REFERENCE_SPEED``); see the README's run times.
+REFERENCE_SECONDS = {
+    "sft_epoch": 15.0,  # one epoch of SFT, with its per-epoch evaluation
+    "comparisons_prompt": 0.03,  # sampling K answers to one prompt and ranking them
+    "rm_epoch": 60.0,  # one epoch of the reward model on the comparisons stage's rankings
+    "ppo_episode": 0.02,  # one PPO episode (rollout, scoring, its share of the update)
+}
+
+
+def estimate(unit: str, count: float = 1.0) -> str:
+    """``about 3 min on this machine`` for ``count`` units of ``REFERENCE_SECONDS[unit]``."""
+    seconds = seconds_here(REFERENCE_SECONDS[unit] * count)
+    return describe_minutes(None if seconds is None else seconds / 60)
+
+
 def describe_minutes(minutes: float | None, device_word: str = "on this machine") -> str:
     """``about 6 min on this machine``; ``under a minute``; or "" when unknown."""
     if minutes is None:
