@@ -72,7 +72,9 @@ def _pytest(venv: Path, args: list, cwd: Path, artifacts: Path, timeout: float) 
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         return -1, f"timed out after {timeout:.0f} s\n" + out[-6000:]
-    return done.returncode, (done.stdout + done.stderr)[-8000:]
+    output = done.stdout + done.stderr
+    _log(f"{' '.join(map(str, args))}: {output.strip().splitlines()[-1] if output.strip() else 'no output'}")
+    return done.returncode, output[-8000:]
 
 
 # ---------------------------------------------------------------------------------------------
