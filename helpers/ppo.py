@@ -120,11 +120,9 @@ class PPOConfig:
     # (approx KL); None: always run all ppo_epochs.
     target_approx_kl: float | None = None
     # --- speed (no effect on the numbers beyond float rounding) ------------------------------
-    # Rows per forward pass, grouped by response length (see ``per_token_by_length``). Most
-    # responses are far shorter than the longest one of their batch, and a padded batch computes
-    # the models on every padding column too; rows of similar length, their all-padding columns
-    # cut off, skip most of that work. None: one padded forward pass per batch.
-    length_group_rows: int | None = 4
+    # Compute log-probs and values on packed sequences (``pack_sequences``: several sequences to
+    # a row, no padding columns) instead of the padded batch. False: the plain padded batch.
+    pack_sequences: bool = True
     # --- bookkeeping ------------------------------------------------------------------------
     samples_to_show: int = 3  # (prompt, response, score) triples passed to the callback
     seed: int = 0
@@ -242,54 +240,94 @@ def sequence_scores(reward_model, input_ids: torch.Tensor, attention_mask: torch
     return pooled_scores(reward_model, input_ids, attention_mask).float() - offset
 
 
-def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
-                 response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """Cut off the columns that are padding in every row: (input_ids, attention_mask, P', R').
+@dataclass
+class PackedBatch:
+    """The sequences of a padded batch laid end to end, several to a row (``pack_sequences``)."""
 
-    On the left, prompt padding before the longest prompt; on the right, response padding after
-    the longest response. A padding column changes no real token's output (it is masked out of
-    attention, and positions count real tokens only), so the trimmed rows give the same numbers
-    for every real token; R' <= R response columns remain, starting at column P'.
+    input_ids: torch.Tensor  # (rows, width) sequence after sequence, pad tokens at the end of a row
+    position_ids: torch.Tensor  # (rows, width) 0, 1, 2, ... restarting with every sequence
+    source: torch.Tensor  # (n,) flat position (row * width + column) of the output predicting each
+    #                       real response token of the batch
+    target: tuple  # (batch row, response column) of each of those n tokens in the (B, R) layout
+    tokens: torch.Tensor  # (n,) the response tokens themselves
+    shape: tuple  # (B, R), the layout of the rollout's per-token tensors
+
+
+def pack_sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int) -> PackedBatch:
+    """Pack the real tokens of a ``[prompt | response]`` batch into fewer, fuller rows.
+
+    Why: a padded batch is as wide as its longest prompt plus its longest response, and the
+    responses vary (about 11 tokens, the longest of a batch about 25, in the tiny profile), so
+    about half of what a padded forward and backward pass computes is padding. Packed, the
+    models compute little besides real tokens.
+
+    Each row holds whole sequences one after another (first-fit, longest first, into rows twice
+    as wide as the longest sequence); the position ids restart at 0 with every sequence. Given
+    position ids and no attention mask, transformers' attention lets a token see only the
+    earlier tokens of its own sequence (it reads the sequence boundaries from the position ids:
+    a packed batch). Every token thus gets the output it would get in the padded batch, up to
+    float rounding (``test_packed_sequences_give_the_losses_and_gradients_of_a_padded_batch``).
     """
-    real_prompt_columns = attention_mask[:, :prompt_length].any(0).nonzero()
-    first = int(real_prompt_columns[0]) if len(real_prompt_columns) else prompt_length - 1
-    real_response_columns = response_mask.any(0).nonzero()
-    response_length = int(real_response_columns[-1]) + 1 if len(real_response_columns) else 1
-    end = prompt_length + response_length
-    return input_ids[:, first:end], attention_mask[:, first:end], prompt_length - first, response_length
+    batch, total_width = attention_mask.shape
+    lengths = attention_mask.sum(1).tolist()
+    width = 2 * max(lengths)
+    row_of, start_of, room = {}, {}, []  # room: free columns left in each packed row
+    for i in sorted(range(batch), key=lambda i: -lengths[i]):
+        row = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if row is None:
+            row = len(room)
+            room.append(width)
+        row_of[i], start_of[i] = row, width - room[row]
+        room[row] -= lengths[i]
+
+    device = input_ids.device
+    ids = torch.zeros((len(room), width), dtype=input_ids.dtype, device=device)  # unused columns: any token
+    positions = torch.zeros_like(ids)
+    source, rows, columns = [], [], []
+    for i in range(batch):
+        real_columns = attention_mask[i].nonzero().squeeze(1)
+        n, row, start = len(real_columns), row_of[i], start_of[i]
+        ids[row, start:start + n] = input_ids[i, real_columns]
+        positions[row, start:start + n] = torch.arange(n, device=device)
+        # The k-th real token of the sequence is predicted by the output at packed column
+        # start + k - 1; the response's tokens are those in columns >= prompt_length.
+        k = torch.arange(n, device=device)
+        response = real_columns >= prompt_length
+        source.append(row * width + start + k[response] - 1)
+        rows.append(torch.full_like(k[response], i))
+        columns.append(real_columns[response] - prompt_length)
+    rows, columns = torch.cat(rows), torch.cat(columns)
+    return PackedBatch(input_ids=ids, position_ids=positions, source=torch.cat(source), target=(rows, columns),
+                       tokens=input_ids[rows, columns + prompt_length],
+                       shape=(batch, total_width - prompt_length))
 
 
-def per_token_by_length(fn: Callable, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
-                        response_mask: torch.Tensor, group_rows: int | None):
-    """``fn(input_ids, attention_mask, prompt_length)`` computed on groups of rows of similar
-    length, each with its all-padding columns cut off (``trim_padding``); the outputs put back
-    together in the rows' order, as if ``fn`` had run on the whole padded batch.
+def _packed_hidden(model, packed: PackedBatch) -> torch.Tensor:
+    """The transformer's last hidden state at every packed source position: (n, width)."""
+    # No attention mask: transformers then finds the packed sequences from the position ids.
+    hidden = model.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                              use_cache=False).last_hidden_state
+    return hidden.flatten(0, 1)[packed.source]
 
-    Why: responses vary in length (about 11 tokens against a budget of 40 in the tiny profile)
-    and a padded batch is as wide as its longest prompt plus its longest response, so most of
-    a padded forward pass (and of its backward pass) computes padding. Sorted by response
-    length, a group of ``group_rows`` rows is about as wide as its own longest row. Padding
-    never changes a loss, so the results are the same up to float rounding.
 
-    ``fn`` returns a tensor or a tuple of them, each per row (rows,) or per response token
-    (rows, R'). Per-token outputs come back (rows, R) with 0 on every padding position (rather
-    than whatever the models computed there), so two computations of the same tokens, grouped
-    differently, agree on padding too. ``group_rows=None``: one group, the whole batch.
-    """
-    rows, width = response_mask.shape
-    order = response_mask.sum(1).argsort(stable=True)  # shortest responses first
-    groups = [order] if group_rows is None else order.split(group_rows)
-    parts = []
-    for group in groups:
-        mask = response_mask[group]
-        ids, att, p, r = trim_padding(input_ids[group], attention_mask[group], prompt_length, mask)
-        outputs = fn(ids, att, p)
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        real = mask[:, :r].bool()
-        parts.append([F.pad(o.masked_fill(~real, 0.0), (0, width - r)) if o.dim() == 2 else o for o in outputs])
-    inverse = order.argsort()  # from sorted back to the rows' order
-    results = tuple(torch.cat(pieces)[inverse] for pieces in zip(*parts))
-    return results if len(results) > 1 else results[0]
+def _unpack(values: torch.Tensor, packed: PackedBatch) -> torch.Tensor:
+    """(n,) numbers of the real response tokens -> (B, R), 0 on padding."""
+    return values.new_zeros(packed.shape).index_put(packed.target, values)
+
+
+def packed_response_logprobs(model, packed: PackedBatch, temperature: float = 1.0, with_entropy: bool = False):
+    """``response_logprobs`` on a packed batch: the same (B, R) numbers, 0 on padding."""
+    logits = model.get_output_embeddings()(_packed_hidden(model, packed)).float() / temperature
+    all_logprobs = F.log_softmax(logits, dim=-1)
+    logprobs = _unpack(all_logprobs.gather(-1, packed.tokens[:, None]).squeeze(-1), packed)
+    if not with_entropy:
+        return logprobs
+    return logprobs, _unpack(-(all_logprobs.exp() * all_logprobs).sum(-1), packed)
+
+
+def packed_response_values(value_model, packed: PackedBatch) -> torch.Tensor:
+    """``response_values`` on a packed batch: the same (B, R) numbers, 0 on padding."""
+    return _unpack(value_model.score(_packed_hidden(value_model, packed)).squeeze(-1).float(), packed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -544,18 +582,18 @@ def evaluate_rollout(rollout: Rollout, policy, reference, value_model, config: P
     """
     for model in (policy, reference, value_model):
         model.eval()  # dropout off (it does not stop gradients; see the module docstring)
-    def forward(input_ids, attention_mask, prompt_length):
-        logprobs, entropy = response_logprobs(policy, input_ids, attention_mask, prompt_length,
-                                              config.temperature, with_entropy=True)
+    args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
+    if config.pack_sequences:  # the same numbers, computed without padding (only for speed)
+        packed = pack_sequences(*args)
+        rollout.logprobs, rollout.entropy = packed_response_logprobs(policy, packed, config.temperature,
+                                                                     with_entropy=True)
         # The reference at the same temperature: the KL is between the two sampling distributions.
-        ref_logprobs = response_logprobs(reference, input_ids, attention_mask, prompt_length, config.temperature)
-        values = response_values(value_model, input_ids, attention_mask, prompt_length)
-        return logprobs, entropy, ref_logprobs, values
-
-    # By groups of rows of similar length, each without its padding columns (only for speed).
-    rollout.logprobs, rollout.entropy, rollout.ref_logprobs, rollout.values = per_token_by_length(
-        forward, rollout.input_ids, rollout.attention_mask, rollout.prompt_length, rollout.response_mask,
-        config.length_group_rows)
+        rollout.ref_logprobs = packed_response_logprobs(reference, packed, config.temperature)
+        rollout.values = packed_response_values(value_model, packed)
+    else:
+        rollout.logprobs, rollout.entropy = response_logprobs(policy, *args, config.temperature, with_entropy=True)
+        rollout.ref_logprobs = response_logprobs(reference, *args, config.temperature)
+        rollout.values = response_values(value_model, *args)
     return rollout
 
 
@@ -604,14 +642,14 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, advantages: tor
             idx = order[start:start + config.minibatch_size]
             m = mask[idx]
 
-            def forward(input_ids, attention_mask, prompt_length):
-                return (response_logprobs(policy, input_ids, attention_mask, prompt_length, config.temperature),
-                        response_values(value_model, input_ids, attention_mask, prompt_length))
-
-            # The minibatch's log-probs and values, computed by groups of rows of similar length
-            # without their padding columns: the same numbers, a fraction of the work.
-            logprobs, values = per_token_by_length(forward, rollout.input_ids[idx], rollout.attention_mask[idx],
-                                                   rollout.prompt_length, m, config.length_group_rows)
+            args = (rollout.input_ids[idx], rollout.attention_mask[idx], rollout.prompt_length)
+            if config.pack_sequences:  # the same numbers, computed without padding (only for speed)
+                packed = pack_sequences(*args)
+                logprobs = packed_response_logprobs(policy, packed, config.temperature)
+                values = packed_response_values(value_model, packed)
+            else:
+                logprobs = response_logprobs(policy, *args, config.temperature)
+                values = response_values(value_model, *args)
 
             policy_loss = clipped_policy_loss(logprobs, rollout.logprobs[idx], advantages[idx], m,
                                               config.clip_range)
@@ -1017,7 +1055,7 @@ _register()
 
 __all__ = [
     "PPOConfig", "masked_mean", "masked_var", "masked_whiten", "last_real_index", "response_logprobs",
-    "trim_padding", "per_token_by_length",
+    "PackedBatch", "pack_sequences", "packed_response_logprobs", "packed_response_values",
     "token_values", "response_values", "sequence_scores", "per_token_kl", "token_rewards", "gae",
     "clipped_policy_loss", "clipped_value_loss", "ppo_ptx_loss", "explained_variance", "AdaptiveKLController",
     "FixedKLController", "Rollout", "sample_responses", "Scorer", "gold_reward", "evaluate_rollout", "make_optimizer",

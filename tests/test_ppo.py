@@ -322,7 +322,7 @@ def test_runs_are_deterministic_and_ptx_and_callback_work(tokenizer, prompts):
     assert first["beta"][1] != first["beta"][0]  # adaptive beta moved
 
 
-# --- speed: forward passes by groups of rows of similar length ------------------------------------
+# --- speed: packed sequences ----------------------------------------------------------------------
 
 
 def _padded_rollout(tokenizer, prompts, lengths, extra_left=3, extra_right=4, seed=1):
@@ -336,20 +336,27 @@ def _padded_rollout(tokenizer, prompts, lengths, extra_left=3, extra_right=4, se
                        ended_with_eos=torch.ones(len(lengths), dtype=torch.bool))
 
 
-def test_trim_padding_keeps_every_real_token(tokenizer, prompts):
-    rollout = _padded_rollout(tokenizer, prompts, [5, 2, 8], extra_left=3, extra_right=4)
-    ids, mask, p, r = ppo.trim_padding(rollout.input_ids, rollout.attention_mask, rollout.prompt_length,
-                                       rollout.response_mask)
-    assert (p, r) == (rollout.prompt_length - 3, 8)  # the extra columns are gone, nothing else
-    assert ids.size(1) == p + r and mask.sum() == rollout.attention_mask.sum()
-    assert mask[:, 0].any() and mask[:, -1].any()  # the first and last columns hold real tokens
+def test_packing_keeps_every_real_token_once(tokenizer, prompts):
+    lengths = [5, 2, 8, 1, 3, 8, 6]
+    rollout = _padded_rollout(tokenizer, prompts, lengths)
+    packed = ppo.pack_sequences(rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
+    assert packed.input_ids.size(0) < len(lengths)  # fewer rows than the batch
+    real = rollout.attention_mask.sum().item()
+    assert (packed.position_ids == 0).sum() >= len(lengths)  # every sequence starts at position 0
+    assert packed.input_ids.numel() < rollout.input_ids.numel() and packed.input_ids.numel() >= real
+    # one source per real response token, each predicting its token from the packed column before it
+    assert len(packed.source) == sum(lengths)
+    flat_ids = packed.input_ids.flatten()
+    assert torch.equal(flat_ids[packed.source + 1], packed.tokens)
+    rows, columns = packed.target
+    assert torch.equal(packed.tokens, rollout.input_ids[rows, columns + rollout.prompt_length])
+    assert rollout.response_mask[rows, columns].all()
 
 
-@pytest.mark.parametrize("group_rows", [1, 2, 4])
-def test_length_groups_give_the_losses_and_gradients_of_one_padded_batch(tokenizer, prompts, group_rows):
-    """The invariant behind ``per_token_by_length``: computing the policy's log-probs and the
-    values by groups of rows of similar length, padding columns cut off, changes no loss and no
-    gradient (up to float rounding) against the plain padded batch."""
+def test_packed_sequences_give_the_losses_and_gradients_of_a_padded_batch(tokenizer, prompts):
+    """The invariant behind ``pack_sequences``: computing the policy's log-probs and the values on
+    packed sequences (no padding) changes no loss and no gradient, up to float rounding, against
+    the plain padded batch."""
     policy = make_policy(tokenizer).eval()
     value_model = ppo.value_model_from_causal_lm(policy)
     with torch.no_grad():
@@ -361,52 +368,51 @@ def test_length_groups_give_the_losses_and_gradients_of_one_padded_batch(tokeniz
     old = {k: torch.randn(mask.shape, generator=g) for k in ("logprobs", "advantages", "values", "returns")}
     args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
 
-    def forward(input_ids, attention_mask, prompt_length):
-        return (ppo.response_logprobs(policy, input_ids, attention_mask, prompt_length, temperature=0.8),
-                ppo.response_values(value_model, input_ids, attention_mask, prompt_length))
-
     def loss_and_gradients(logprobs, values):
         loss = (ppo.clipped_policy_loss(logprobs, old["logprobs"] - 2, old["advantages"], mask)
                 + ppo.clipped_value_loss(values, old["values"], old["returns"], mask))
         return loss, torch.autograd.grad(loss, [*policy.parameters(), *value_model.parameters()])
 
-    plain_logprobs, plain_values = forward(*args)  # one padded batch, every column
+    plain_logprobs, plain_entropy = ppo.response_logprobs(policy, *args, temperature=0.8, with_entropy=True)
+    plain_values = ppo.response_values(value_model, *args)
     plain_loss, plain_grads = loss_and_gradients(plain_logprobs, plain_values)
-    logprobs, values = ppo.per_token_by_length(forward, *args, mask, group_rows)
+    packed = ppo.pack_sequences(*args)
+    logprobs, entropy = ppo.packed_response_logprobs(policy, packed, temperature=0.8, with_entropy=True)
+    values = ppo.packed_response_values(value_model, packed)
     loss, grads = loss_and_gradients(logprobs, values)
 
     real = mask.bool()
-    assert torch.allclose(logprobs[real], plain_logprobs[real], atol=1e-5)
-    assert torch.allclose(values[real], plain_values[real], atol=1e-5)
-    assert (logprobs[~real] == 0).all() and (values[~real] == 0).all()  # padding: exactly 0
+    for ours, plain in [(logprobs, plain_logprobs), (entropy, plain_entropy), (values, plain_values)]:
+        assert torch.allclose(ours[real], plain[real], atol=1e-5)
+        assert (ours[~real] == 0).all()  # padding: exactly 0
     assert torch.allclose(loss, plain_loss, atol=1e-6)
-    for grouped, plain in zip(grads, plain_grads):
-        assert torch.allclose(grouped, plain, atol=1e-6, rtol=1e-4)
+    for packed_grad, plain_grad in zip(grads, plain_grads):
+        assert torch.allclose(packed_grad, plain_grad, atol=1e-6, rtol=1e-4)
 
 
-def test_ppo_update_by_length_groups_matches_the_padded_update(tokenizer, prompts):
-    """Whole ``ppo_update``s from the same state, with and without length groups: the same losses,
-    diagnostics and trained weights (up to float rounding)."""
+def test_ppo_update_on_packed_sequences_matches_the_padded_update(tokenizer, prompts):
+    """Whole ``ppo_update``s from the same state, packed and padded: the same losses, diagnostics
+    and trained weights (up to float rounding)."""
     policy = make_policy(tokenizer).eval()
     value_model = ppo.value_model_from_causal_lm(policy)
     lengths = [5, 2, 8, 1, 3, 8, 6, 4]
     rollout = _padded_rollout(tokenizer, prompts, lengths)
-    config = small_config(batch_size=8, minibatch_size=4, ppo_epochs=2, temperature=0.8, length_group_rows=None)
+    config = small_config(batch_size=8, minibatch_size=4, ppo_epochs=2, temperature=0.8, pack_sequences=False)
     ppo.evaluate_rollout(rollout, policy, copy.deepcopy(policy), value_model, config)
     g = torch.Generator().manual_seed(3)
     advantages = torch.randn(rollout.response_mask.shape, generator=g) * rollout.response_mask
     returns = torch.randn(rollout.response_mask.shape, generator=g) * rollout.response_mask
+    before = torch.cat([w.detach().flatten() for w in [*policy.parameters(), *value_model.parameters()]])
     results = []
-    for group_rows in (None, 2):
-        config.length_group_rows = group_rows
+    for pack in (False, True):
+        config.pack_sequences = pack
         p, v = copy.deepcopy(policy), copy.deepcopy(value_model)
         stats = ppo.ppo_update(p, v, ppo.make_optimizer(p, v, config), rollout, advantages, returns, config,
                                torch.Generator().manual_seed(0))
         results.append((stats, torch.cat([w.detach().flatten() for w in [*p.parameters(), *v.parameters()]])))
-    (padded, padded_weights), (grouped, grouped_weights) = results
+    (padded, padded_weights), (packed, packed_weights) = results
     for name in ("policy_loss", "value_loss", "approx_kl", "ratio_mean", "clipfrac", "value_clipfrac"):
-        assert grouped[name] == pytest.approx(padded[name], rel=1e-4, abs=1e-6), name
-    assert grouped["first_ratio_error"] < 1e-6
-    assert not torch.equal(padded_weights, torch.cat([w.flatten() for w in [*policy.parameters(),
-                                                                             *value_model.parameters()]]))
-    assert torch.allclose(grouped_weights, padded_weights, atol=1e-5)
+        assert packed[name] == pytest.approx(padded[name], rel=1e-4, abs=1e-6), name
+    assert packed["first_ratio_error"] < 1e-6
+    assert not torch.allclose(padded_weights, before)  # the update moved the weights ...
+    assert torch.allclose(packed_weights, padded_weights, atol=1e-5)  # ... the same way
