@@ -58,14 +58,18 @@ def select_notebooks(notebooks: list[Path], only: list[str] | None) -> list[Path
     if not only:
         return list(notebooks)
     selectors = [s.strip() for item in only for s in item.split(",") if s.strip()]
-    chosen = []
-    for path in notebooks:
-        number = int(_NOTEBOOK_NAME.match(path.name).group(1))
-        for s in selectors:
-            if (s.isdigit() and int(s) == number) or path.name.startswith(s):
-                chosen.append(path)
-                break
-    return chosen
+
+    def matches(selector: str, path: Path) -> bool:
+        if selector.isdigit():  # a number names one notebook: "0" is 00, not every 0x
+            return int(selector) == int(_NOTEBOOK_NAME.match(path.name).group(1))
+        return path.name.startswith(selector)
+
+    unmatched = [s for s in selectors if not any(matches(s, p) for p in notebooks)]
+    if unmatched:
+        names = ", ".join(p.name for p in notebooks)
+        raise ValueError(f"No course notebook matches {', '.join(map(repr, unmatched))}; "
+                         f"the notebooks are {names}.")
+    return [p for p in notebooks if any(matches(s, p) for s in selectors)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +181,7 @@ def run_notebook(
     current = {"line": ""}
 
     def on_cell_start(cell, cell_index, **_):
+        current["index"] = cell_index  # a timed-out cell reports no error of its own
         current["line"] = _first_code_line(cell.source)[:40]
         status_file.unlink(missing_ok=True)  # a status belongs to the cell that wrote it
         bar.set_postfix_str(current["line"], refresh=True)
@@ -224,6 +229,8 @@ def run_notebook(
         evalue = getattr(exc, "evalue", None)
         if ename:
             error = f"{ename}: {evalue}" if evalue else ename
+        elif type(exc).__name__ == "CellTimeoutError":
+            error = f"CellTimeoutError: the cell ran longer than the {timeout} s limit (--timeout)"
         else:
             lines = str(exc).strip().splitlines()
             error = f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
@@ -247,6 +254,8 @@ def run_notebook(
         error=error,
         output=out_path,
     )
+    if error is not None and "cell" not in failure and "index" in current:
+        failure["cell"] = current["index"]
     if error is not None and "cell" in failure:
         run.failed_cell = failure["cell"] + 1
         run.failed_source = _first_code_line(nb.cells[failure["cell"]].source)
@@ -355,6 +364,17 @@ def format_summary(runs: list[NotebookRun], figures_width: int = 60) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _timeout(text: str) -> int:
+    """Whole seconds, 0 for no limit (the kernel client counts whole seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text} is not a time limit: give seconds, or 0 for no limit")
+    return max(1, round(value)) if value > 0 else 0
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m helpers.course",
@@ -377,7 +397,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_timeout,
         default=None,
         help="seconds a single cell may run before it counts as failed "
         "(default: no limit, 900 in fast mode; 0 = no limit)",
@@ -403,15 +423,19 @@ def main(argv: list[str] | None = None) -> int:
     timeout = args.timeout
     if timeout is None and s.fast:
         timeout = 900
-    if timeout is not None and timeout <= 0:
+    if timeout == 0:
         timeout = None
 
     if not Path(args.notebooks).is_dir():
         print(f"No notebooks folder at {args.notebooks}: run this from a clone of the course.")
         return 2
-    notebooks = select_notebooks(course_notebooks(args.notebooks), args.only)
+    try:
+        notebooks = select_notebooks(course_notebooks(args.notebooks), args.only)
+    except ValueError as err:
+        print(err)
+        return 2
     if not notebooks:
-        print(f"No course notebook matches {args.only} in {args.notebooks}.")
+        print(f"No course notebook in {args.notebooks}.")
         return 2
 
     # Measured afresh for each run, on the machine as it is now; the notebooks' kernels then find
@@ -434,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in notebooks:
             run = run_notebook(path, runs_dir, timeout=timeout, progress=not args.no_progress)
             runs.append(run)
-            status = "ok" if run.ok else f"FAILED in cell {run.failed_cell}: {run.error}"[:100]
+            where = f"in cell {run.failed_cell}" if run.failed_cell is not None else "before any cell ran"
+            status = "ok" if run.ok else f"FAILED {where}: {run.error}"[:100]
             tqdm.write(f"  {run.name:<32} {format_duration(run.seconds):>12}  {status}")
     except KeyboardInterrupt:
         print("\nInterrupted: the summary covers the notebooks that finished.")

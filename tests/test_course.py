@@ -55,7 +55,8 @@ def test_select_by_number_name_prefix_and_comma_list(tmp_path):
     assert pick("03", "01") == ["01", "03"]  # course order, whatever order they were asked in
     assert pick("00,02") == ["00", "02"]
     assert pick("02_sft") == ["02"]
-    assert pick("7") == []
+    with pytest.raises(ValueError, match="No course notebook matches '7'"):
+        pick("7")
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -236,3 +237,32 @@ def test_run_notebook_shows_what_a_cell_trains(tmp_path, monkeypatch):
     assert course.run_notebook(nb, runs_dir, timeout=60, progress=True).ok
     assert any(text.startswith("training base: pretraining 4/4") for text in shown), shown
     assert not list(runs_dir.glob(".*progress*"))  # the status file is gone with the run
+
+
+def test_only_names_notebooks_by_number_and_refuses_unknown_ones(tmp_path):
+    nbs = [tmp_path / n for n in ("00_welcome.ipynb", "01_base.ipynb", "02_sft.ipynb", "10_extra.ipynb")]
+    assert course.select_notebooks(nbs, ["0"]) == nbs[:1]  # not every notebook whose name starts with 0
+    assert course.select_notebooks(nbs, ["1,02_"]) == nbs[1:3]
+    with pytest.raises(ValueError, match="'99'"):
+        course.select_notebooks(nbs, ["00,99"])
+
+
+@pytest.mark.parametrize("value, expected", [("2.5", 2), ("0", 0), ("0.2", 1), ("900", 900)])
+def test_timeout_takes_whole_seconds(value, expected):
+    assert course.parse_args(["--timeout", value]).timeout == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "nan"])
+def test_a_bad_timeout_is_refused_with_a_message(value, capsys):
+    with pytest.raises(SystemExit):
+        course.parse_args(["--timeout", value])
+    assert "--timeout" in capsys.readouterr().err
+
+
+def test_a_cell_that_times_out_is_named(tmp_path):
+    nbs, runs_dir = tmp_path / "notebooks", tmp_path / "runs"
+    nbs.mkdir()
+    nb = write_notebook(nbs / "00_slow.ipynb", "x = 1", "import time; time.sleep(30)")
+    run = course.run_notebook(nb, runs_dir, timeout=2, progress=False)
+    assert not run.ok and run.failed_cell == 3 and run.failed_source == "import time; time.sleep(30)"
+    assert "timed out" in run.error.lower()
