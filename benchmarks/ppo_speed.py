@@ -238,9 +238,13 @@ def main() -> None:
         print(f"episodes per second: {mean['ours']['eps']:.1f}; a full-mode run (3072 episodes) takes about "
               f"{full / 60:.1f} min (+ reward normalization)")
     busy = min(m["busy"] for m in mean.values())
-    print(f"Timings are wall-clock; a run that got less than its {args.threads} thread(s) of CPU (cores busy "
-          f"{busy:.2f}) shared the machine with other work: then compare the ratios of the alternating pairs, "
-          f"and the CPU-time rates, rather than absolute numbers.")
+    if busy < 0.9 * args.threads:
+        print(f"Note: the runs got {busy:.2f} cores of CPU for {args.threads} thread(s): the machine was shared, "
+              f"so absolute timings are noisy; the ratios of the alternating pairs and the CPU-time rates hold "
+              f"up better.")
+    else:
+        print(f"The runs had their {args.threads} thread(s) of CPU (cores busy {busy:.2f}). On a shared machine, "
+              f"read the ratios of the alternating pairs rather than absolute timings.")
 
 
 if __name__ == "__main__":

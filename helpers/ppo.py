@@ -29,7 +29,9 @@ right-padded after their first EOS. Every per-token quantity of PPO (log-probs, 
 rewards, advantages) has shape ``(batch, response_length)`` and lines up with the response
 tokens; ``response_mask`` is 1 on the response's real tokens (its EOS included) and 0 on the
 padding after them. The functions below only ever look at the mask, never at a layout, so they
-are also right for masks of any other shape (left padding, for one).
+are also right for masks of any other shape (left padding, for one). For speed, the rollout's
+forward passes and the update's see the sequences packed several to a row without padding
+(``pack_sequences``); that gives the same numbers as the padded batch, up to float rounding.
 
 Two models are trained: the policy (a causal LM) and the value model (a separate network
 initialized from the reward model, as in InstructGPT). Two are frozen: the reference (SFT) and
