@@ -63,7 +63,7 @@ from helpers.reward import pooled_scores
 
 @dataclass
 class PPOConfig:
-    """One PPO run. The defaults are the tiny profile's full run (about 4 minutes on a 2-core CPU).
+    """One PPO run. The defaults are the tiny profile's full run (about 2 minutes on a 2-core CPU).
 
     InstructGPT's values are quoted where ours differ; ours are scaled to a 1M-parameter model
     trained for minutes.
