@@ -1038,7 +1038,8 @@ def ppo_estimate(config: dict, run) -> str:
     from helpers import speed
 
     return f"{config['total_episodes']} episodes, " + (
-        speed.estimate("ppo_episode", config["total_episodes"]) or "minutes on a GPU")
+        speed.estimate("ppo_ptx_episode" if config["ptx_coef"] > 0 else "ppo_episode",
+                       config["total_episodes"]) or "minutes on a GPU")
 
 
 def _register() -> None:

@@ -31,9 +31,9 @@ from pathlib import Path
 OVERRIDES = ("COURSE_THREADS", "OMP_NUM_THREADS")
 
 #: The step that is timed: one training step (forward, backward, AdamW) of a batch this shape.
-#: 8 blocks of 128 tokens: the shape of the course's training steps, at half the batch, so the
-#: whole measurement takes a few seconds.
-PROBE_BATCH, PROBE_SEQ = 8, 128
+#: 16 blocks of 128 tokens: the shape of the tiny profile's pretraining steps, so that the
+#: measured speed is the speed pretraining will run at.
+PROBE_BATCH, PROBE_SEQ = 16, 128
 PROBE_VOCAB = 2048  # the tiny profile's vocabulary
 WARMUP_STEPS, TIMED_STEPS, ROUNDS = 2, 4, 2
 
@@ -262,8 +262,8 @@ def apply(quiet: bool = False) -> ThreadChoice:
 # --------------------------------------------------------------------------------------------
 
 #: The probe's speed (tokens/s, at its chosen threads) on the machine where the stages'
-#: reference timings (``seconds_here``'s argument, given by each stage) were measured.
-REFERENCE_SPEED = 12_000.0
+#: reference timings (``REFERENCE_SECONDS``) were measured.
+REFERENCE_SPEED = 13_000.0
 
 
 def size_speed(size: str) -> float | None:
@@ -297,13 +297,14 @@ def seconds_here(reference_seconds: float) -> float | None:
     return None if speed is None else reference_seconds * REFERENCE_SPEED / speed
 
 
-#: Seconds one unit of each stage's work took in the reference run (tiny profile, full mode, on a
-#: machine whose probe measured ``REFERENCE_SPEED``); see the README's run times.
+#: Seconds one unit of each stage's work took in the reference run (tiny profile, full mode, the
+#: README's run of the whole course, on a machine whose probe measured ``REFERENCE_SPEED``).
 REFERENCE_SECONDS = {
-    "sft_epoch": 15.0,  # one epoch of SFT, with its per-epoch evaluation
-    "comparisons_prompt": 0.03,  # sampling K answers to one prompt and ranking them
-    "rm_epoch": 60.0,  # one epoch of the reward model on the comparisons stage's rankings
-    "ppo_episode": 0.02,  # one PPO episode (rollout, scoring, its share of the update)
+    "sft_epoch": 10.0,  # one epoch of SFT, with its per-epoch evaluation
+    "comparisons_prompt": 0.013,  # sampling K answers to one prompt and ranking them
+    "rm_epoch": 17.5,  # one epoch of the reward model on the comparisons stage's rankings
+    "ppo_episode": 0.027,  # one PPO episode (rollout, scoring, its share of the update)
+    "ppo_ptx_episode": 0.047,  # the same with PPO-ptx's pretraining batches
 }
 
 
