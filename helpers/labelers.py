@@ -10,23 +10,24 @@ agreed with each other only about 73% of the time. This module plays both parts:
   about 72.6% of pairwise comparisons, as the paper's labelers did.
 * ``Ranking``: the record of one ranking of K responses (ties allowed, optional flags), the
   format shared by the simulated labelers and the ranking widget; ``append_ranking`` /
-  ``read_rankings`` store it as JSON lines.
+  ``read_rankings`` / ``remove_ranking`` store it as JSON lines. The record and its storage live
+  in ``helpers.rankings``; their names are importable from here too.
 """
 
 from __future__ import annotations
 
 import difflib
 import itertools
-import json
 import math
-import os
 import random
 import re
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 from helpers import world
+from helpers.rankings import (  # noqa: F401 - re-exported: code and notebooks import them from here
+    FLAGS, Ranking, RankingError, append_lines, append_ranking, append_rankings, preference_pairs,
+    read_rankings, remove_ranking,
+)
 from helpers.world import Example
 
 # --------------------------------------------------------------------------------------------
@@ -309,82 +310,8 @@ def gold_score(example: Example, response: str) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Rankings: the record shared by simulated labelers and the widget
+# Rankings: the record (helpers.rankings) shared by simulated labelers and the widget
 # --------------------------------------------------------------------------------------------
-
-#: Flags a labeler may tick on a response (InstructGPT's labelers flagged similar things).
-FLAGS = ("ignores_instruction", "makes_up_facts", "harmful")
-
-
-class RankingError(ValueError):
-    """A ranking record that cannot be used, with a message saying what to fix."""
-
-
-@dataclass
-class Ranking:
-    """One labeler's ranking of K responses to one prompt.
-
-    ``ranks[i]`` is the place of ``responses[i]``: 1 is best, equal numbers are ties
-    ("D > C > A = B" is ranks [3, 3, 2, 1]).
-    """
-
-    prompt_id: str
-    prompt: str
-    family: str
-    responses: list[str]
-    ranks: list[int]
-    labeler: str
-    flags: dict[str, list[int]] = field(default_factory=dict)
-    time: str = ""
-
-    def validate(self) -> "Ranking":
-        k = len(self.responses)
-        if k < 2:
-            raise RankingError(f"a ranking needs at least 2 responses, got {k}")
-        if len(self.ranks) != k:
-            raise RankingError(f"{k} responses but {len(self.ranks)} ranks: give every response a rank")
-        if any(not isinstance(r, int) or isinstance(r, bool) or r < 1 or r > k for r in self.ranks):
-            raise RankingError(f"ranks must be whole numbers from 1 (best) to {k}, got {self.ranks}")
-        for name, indices in self.flags.items():
-            if name not in FLAGS:
-                raise RankingError(f"unknown flag {name!r}; flags are {FLAGS}")
-            if any(not 0 <= i < k for i in indices):
-                raise RankingError(f"flag {name!r} names a response that does not exist: {indices}")
-        return self
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, row: dict) -> "Ranking":
-        try:
-            ranking = cls(prompt_id=row["prompt_id"], prompt=row["prompt"], family=row["family"],
-                          responses=list(row["responses"]), ranks=list(row["ranks"]),
-                          labeler=row["labeler"], flags=dict(row.get("flags") or {}),
-                          time=row.get("time", ""))
-            return ranking.validate()
-        except RankingError:
-            raise
-        except (KeyError, TypeError, ValueError) as error:  # e.g. flags {"harmful": "0"}
-            raise RankingError(f"missing or malformed field: {error}") from None
-
-    def pairs(self) -> list[tuple[int, int]]:
-        return preference_pairs(self.ranks)
-
-
-def preference_pairs(ranks: list[int]) -> list[tuple[int, int]]:
-    """All (winner, loser) index pairs implied by one ranking; tied pairs carry no preference.
-
-    K responses give up to C(K, 2) = K (K - 1) / 2 pairs; ranks [1, 2, 2, 3] give 5 (the tie
-    between the two 2s is dropped).
-    """
-    out = []
-    for i, j in itertools.combinations(range(len(ranks)), 2):
-        if ranks[i] < ranks[j]:
-            out.append((i, j))
-        elif ranks[j] < ranks[i]:
-            out.append((j, i))
-    return out
 
 
 def ranks_from_scores(scores: list[float], tie_margin: float = 0.0) -> list[int]:
@@ -399,60 +326,6 @@ def ranks_from_scores(scores: list[float], tie_margin: float = 0.0) -> list[int]
         else:
             ranks[i] = place + 1
     return ranks
-
-
-def append_ranking(path: Path | str, ranking: Ranking) -> None:
-    """Append one ranking as a JSON line and force it to disk (a killed kernel loses nothing)."""
-    ranking.validate()
-    if not ranking.time:
-        ranking.time = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    append_lines(path, (json.dumps(ranking.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def append_lines(path: Path | str, data: bytes) -> None:
-    """Append whole lines (``data`` ends with a newline) to ``path`` and force them to disk.
-
-    One write() on a file opened for appending: with O_APPEND the operating system places it at
-    the end even if another widget appends to the same file. A last line cut short by a crash
-    (no newline at its end) is closed first, so the new lines never fuse with it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.lseek(fd, size - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
-            data = b"\n" + data  # (the write still goes to the end: O_APPEND)
-        view = memoryview(data)
-        while view:  # write() may write less than asked (a signal, a full disk)
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_rankings(path: Path | str, strict: bool = False) -> tuple[list[Ranking], list[str]]:
-    """All rankings of a JSONL file and a list of problems ("file.jsonl line 7: ...").
-
-    A corrupt or truncated line never hides the others: it is reported and skipped
-    (``strict=True`` raises on the first problem instead).
-    """
-    path = Path(path)
-    if not path.exists():
-        return [], []
-    rankings, problems = [], []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rankings.append(Ranking.from_json(json.loads(line)))
-            except (ValueError, RecursionError, RankingError) as error:  # JSONDecodeError is a ValueError
-                problem = f"{path} line {number}: {error} (this line is skipped)"
-                if strict:
-                    raise RankingError(problem) from None
-                problems.append(problem)
-    return rankings, problems
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,9 +3,11 @@ watch a training run live.
 
 ``RankingWidget`` shows one prompt at a time with its K responses (A, B, C, D), a rank selector
 and flag boxes under each response, and Submit / Skip / Undo buttons. Every submitted ranking is
-appended to a JSON-lines file at once (``labelers.append_ranking``: one write, flushed to disk), so
-a crashed or restarted kernel loses nothing, and a new widget on the same file carries on where
-the student stopped.
+appended to a JSON-lines file at once (``rankings.append_ranking``: one write under the file's
+lock, flushed to disk), so a crashed or restarted kernel loses nothing, and a new widget on the
+same file carries on where the student stopped. A write that fails (a full disk) leaves the file
+as it was and says so. Undo removes the one line this widget wrote (each line has its own id),
+whoever else appends to the file meanwhile.
 
 ``agreement_report`` compares the student's rankings with the gold labeler and the simulated
 labelers (and the paper's 72.6% inter-labeler agreement); ``rank_remaining`` lets the simulated
@@ -33,17 +35,19 @@ import dataclasses
 import html
 import io
 import itertools
-import json
 import math
-import os
-import tempfile
-from datetime import datetime, timezone
+import warnings
 from pathlib import Path
 
 import ipywidgets as W
 
 from helpers import labelers
-from helpers.labelers import FLAGS, Ranking, RankingError, SimulatedLabeler
+from helpers.labelers import SimulatedLabeler
+# The ranking record and its one storage (append, read, undo), shared with the simulated labelers.
+from helpers.rankings import (
+    FLAGS, Ranking, RankingError, append_ranking, append_rankings, describe_os_error, read_rankings,
+    remove_ranking,
+)
 from helpers.plots import STAGE_COLORS, smooth
 from helpers.world import Example
 
@@ -94,71 +98,6 @@ def _items_list(items) -> list[tuple[Example, list[str]]]:
                              f"got {len(responses)}")
         out.append((example, responses))
     return out
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:  # makes the rename itself durable; not possible on every platform (Windows)
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_ranking_line(path: Path | str, ranking: Ranking) -> bool:
-    """Remove the last line of ``path`` that holds ``ranking``; False if no line does.
-
-    The file is rewritten whole: the other lines (corrupt ones included, byte for byte) go to a
-    temporary file in the same folder, which then replaces the original with ``os.replace``.
-    The replacement is atomic, so a crash leaves either the old file or the new one, never half
-    of one. The price: the rewrite reads and writes the whole file (fine for the few thousand
-    lines a student makes), and a line another process appends between the read and the
-    replace would be lost, so only undo while no other widget writes to the same file.
-    """
-    path = Path(path)
-    if not path.exists():
-        return False
-    target = ranking.to_json()
-    lines = path.read_bytes().splitlines(keepends=True)
-    for number in range(len(lines) - 1, -1, -1):
-        try:
-            if json.loads(lines[number]) == target:
-                break
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-    else:
-        return False
-    del lines[number]
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, path.stat().st_mode & 0o777)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-    return True
-
-
-def append_rankings(path: Path | str, rankings: list[Ranking]) -> None:
-    """Append many rankings with one write and one flush to disk (``append_ranking`` per line
-    would force the disk once per ranking)."""
-    if not rankings:
-        return
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for ranking in rankings:
-        ranking.validate()
-        ranking.time = ranking.time or now
-    data = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rankings).encode()
-    labelers.append_lines(path, data)
 
 
 def match_rankings(items: list[tuple[Example, list[str]]], rankings: list[Ranking],
@@ -255,7 +194,7 @@ class RankingWidget:
         self.message = ""
         self._undo_stack: list[int] = []  # item index of each ranking in ``submitted``
 
-        stored, self.problems = labelers.read_rankings(self.path)
+        stored, self.problems = read_rankings(self.path)
         self.saved: list[Ranking | None] = match_rankings(self.items, stored, labeler)
         self.current_index: int | None = self._next_pending(-1)
 
@@ -392,14 +331,15 @@ class RankingWidget:
                           responses=list(responses), ranks=list(ranks), labeler=self.labeler,
                           flags=self.current_flags())
         try:
-            ranking.validate()
-            labelers.append_ranking(self.path, ranking)
+            append_ranking(self.path, ranking)  # validates; on an OSError the file is as it was
         except RankingError as error:
             self._say(f"This ranking cannot be saved: {error}", "error")
             return None
         except OSError as error:
-            self._say(f"Could not write to {self.path}: {error}. Nothing was saved; "
-                      "fix the problem and press Submit again.", "error")
+            # The selectors keep the ranking, so pressing Submit again is all it takes.
+            self._say(f"Could not save this ranking: {describe_os_error(error)}. Nothing was written: "
+                      f"{self.path} is as it was before. Fix that (e.g. free some disk space) and "
+                      "press Submit again.", "error")
             return None
         index = self.current_index
         self.saved[index] = ranking
@@ -444,9 +384,11 @@ class RankingWidget:
             return None
         ranking = self.submitted[-1]
         try:
-            found = remove_ranking_line(self.path, ranking)
+            # By the id of the line this widget wrote: never another writer's line.
+            found = remove_ranking(self.path, ranking.id)
         except OSError as error:
-            self._say(f"Could not rewrite {self.path}: {error}. The ranking is still saved.", "error")
+            self._say(f"Could not undo: {describe_os_error(error)}. {self.path} is unchanged and the "
+                      "ranking is still saved.", "error")
             return None
         self.submitted.pop()
         index = self._undo_stack.pop()
@@ -629,6 +571,16 @@ def agreement_report(student_rankings: list[Ranking], examples,
         paper=labelers.PAPER_AGREEMENT)
 
 
+def _read_reporting(path: Path | str) -> list[Ranking]:
+    """The rankings of a file; lines that cannot be used are skipped with a warning naming each
+    ("<file> line 7: ranks must be ..."), so a student sees why a ranking of theirs is not counted."""
+    rankings, problems = read_rankings(path)
+    if problems:
+        warnings.warn(f"{len(problems)} line(s) of {path} could not be read and are skipped:\n"
+                      + "\n".join(problems), stacklevel=3)
+    return rankings
+
+
 def rank_remaining(items, path: Path | str, team: list[SimulatedLabeler],
                    labeler: str = "student", out_path: Path | str | None = None) -> list[Ranking]:
     """Let the simulated labelers rank every item ``labeler`` has not ranked in ``path``.
@@ -642,8 +594,9 @@ def rank_remaining(items, path: Path | str, team: list[SimulatedLabeler],
         raise ValueError("the team needs at least one simulated labeler")
     items = _items_list(items)
     out_path = Path(out_path) if out_path is not None else Path(path)
-    student = match_rankings(items, labelers.read_rankings(path)[0], labeler)
-    earlier = match_rankings(items, labelers.read_rankings(out_path)[0],
+    stored = _read_reporting(path)
+    student = match_rankings(items, stored, labeler)
+    earlier = match_rankings(items, stored if out_path == Path(path) else _read_reporting(out_path),
                              [lab.name for lab in team])
     result, new = [], []
     for i, ((example, responses), mine, theirs) in enumerate(zip(items, student, earlier)):

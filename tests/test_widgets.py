@@ -324,3 +324,31 @@ def test_display_hooks(items, path):
     assert w.widget.__class__.__name__ == "VBox"
     assert callable(w.show) and callable(w._ipython_display_)
     assert widgets.RankingWidget([], path).message == "There is nothing to rank."
+
+
+def test_lines_of_the_wrong_type_are_named_and_skipped(items, path):
+    """Regression: valid JSON with fields of the wrong type (a list as prompt_id, a string as
+    responses, a float flag index, a null time) crashed the widget with a TypeError naming
+    neither file nor line, or loaded as if valid."""
+    first, second = (labelers.SimulatedLabeler("x").rank(*items[i]) for i in (0, 1))
+    first.labeler = second.labeler = "student"
+    labelers.append_ranking(path, first)
+    good = labelers.SimulatedLabeler("x").rank(*items[2]).to_json()
+    good["labeler"] = "student"
+    wrong = [{**good, "prompt_id": [good["prompt_id"]]}, {**good, "responses": "ABCD"},
+             {**good, "flags": {"harmful": [1.0]}}, {**good, "time": None}]
+    with open(path, "a") as f:
+        f.writelines(json.dumps(row) + "\n" for row in wrong)
+    labelers.append_ranking(path, second)
+
+    w = widgets.RankingWidget(items, path)  # before the fix: TypeError: unhashable type: 'list'
+    assert w.n_ranked == 2 and w.current_index == 2  # prompt 3's lines were all unusable
+    assert "4 line(s)" in w.message
+    for number, words in [(2, "prompt_id must be text, got a list"),
+                          (3, "responses must be a list of texts, got text ('ABCD')"),
+                          (4, "flag 'harmful' must list responses by their number"),
+                          (5, "time must be text, got null")]:
+        assert f"{path} line {number}: {words}" in w.message, w.message
+    with pytest.warns(UserWarning, match=r"line 3: responses must be a list of texts"):
+        result = widgets.rank_remaining(items, path, labelers.labeler_team(2))
+    assert len(result) == len(items)

@@ -18,6 +18,12 @@ How a hint is chosen: each exercise lists known bugs as small buggy variants of 
 compared with each variant's outputs on the same inputs; the variant it agrees with best names the
 bug. That is more specific than a generic "wrong value", and a test checks every variant is caught.
 
+Two mistakes no output comparison shows are caught as well: a function that never returns is
+stopped after `TIME_LIMIT` seconds per case ("did not return within 10 s (an infinite loop?)"),
+and a function that changes an argument in place (a tensor, a list, a dict, a ranking inside a
+list) is named ("your function changed its input `rewards` in place"), since the caller still
+needs its inputs as they were.
+
 Adding an exercise: write its cases (inputs builders) and buggy variants in the module of its
 stage (`helpers/exercises/<stage>.py`, imported by `helpers/exercises/__init__.py`) and call
 `register(Exercise(...))`; `tests/test_exercises.py` then checks automatically that the reference
@@ -26,10 +32,14 @@ passes and every variant gets its own hint.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import importlib
 import inspect
 import math
+import signal
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -252,12 +262,186 @@ def _is_number(x: Any) -> bool:
     return True
 
 
-def _mutated_input(fresh: dict[str, Any], after: dict[str, Any]) -> str | None:
-    for key, value in fresh.items():
-        if isinstance(value, torch.Tensor) and not torch.equal(value.detach(), after[key].detach()):
-            return (f"your function changed its input `{key}` in place (e.g. `x /= t` or `x[...] = ...`); "
-                    f"the caller still needs it: compute on a new tensor (`x = x / t`)")
+# ---------------------------------------------------------------------------------------------
+# Noticing a function that changes its arguments
+# ---------------------------------------------------------------------------------------------
+
+
+class _Fields(dict):
+    """A snapshot of a dataclass's fields (told apart from a snapshot of a plain dict)."""
+
+
+_NOT_COMPARED = object()
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of an argument, taken before the call, to compare with the argument after it.
+
+    Tensors, lists, tuples, dicts, dataclasses (such as a Ranking) and plain values are copied
+    deeply. Not compared: random generators (their state is meant to advance when used) and
+    objects without value equality (a tokenizer, a model), which a deep copy could not tell
+    from a changed object.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return [_snapshot(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _Fields({f.name: _snapshot(getattr(value, f.name)) for f in dataclasses.fields(value)})
+    if value is None or isinstance(value, (str, bytes, int, float, complex)):
+        return value
+    return _NOT_COMPARED
+
+
+def _unchanged(before: Any, after: Any) -> bool:
+    if before is _NOT_COMPARED:
+        return True
+    if isinstance(before, torch.Tensor):
+        if not isinstance(after, torch.Tensor) or after.shape != before.shape or after.dtype != before.dtype:
+            return False
+        after = after.detach()
+        if before.is_floating_point() or before.is_complex():  # NaN where NaN was is unchanged
+            return bool(((after == before) | (after.isnan() & before.isnan())).all())
+        return torch.equal(after, before)
+    if isinstance(before, _Fields):
+        return all(_unchanged(v, getattr(after, k, _NOT_COMPARED)) for k, v in before.items())
+    if isinstance(before, dict):
+        return (isinstance(after, dict) and after.keys() == before.keys()
+                and all(_unchanged(v, after[k]) for k, v in before.items()))
+    if isinstance(before, list):
+        return (isinstance(after, (list, tuple)) and len(after) == len(before)
+                and all(_unchanged(b, a) for b, a in zip(before, after)))
+    if isinstance(before, float) and isinstance(after, float) and math.isnan(before):
+        return math.isnan(after)
+    return type(after) is type(before) and after == before
+
+
+def _mutated_input(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """The name of the first argument the call changed in place, or None."""
+    for key, snapshot in before.items():
+        if not _unchanged(snapshot, after[key]):
+            return key
     return None
+
+
+def _mutation_problem(key: str, value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return (f"your function changed its input `{key}` in place (e.g. `x /= t` or `x[...] = ...`); "
+                f"the caller still needs it: compute on a new tensor (`x = x / t`)")
+    return (f"your function changed its input `{key}` in place (e.g. `.sort()`, `.append()`, `.pop()` "
+            f"or `{key}[i] = ...`); the caller still needs it as it was")
+
+
+def _mutation_advice(key: str, value: Any) -> str:
+    """What to do instead, for the kind of argument that was changed."""
+    if isinstance(value, torch.Tensor):
+        return f"compute on a new tensor: `{key} = {key} / t` rather than `{key} /= t`, or start from `{key}.clone()`"
+    if isinstance(value, dict):
+        return f"work on a copy: `{key} = dict({key})` (or `copy.deepcopy({key})` if you change what it holds)"
+    return (f"build new values instead: `sorted({key})` rather than `{key}.sort()`, `{key} + [x]` rather than "
+            f"`{key}.append(x)`, or work on `copy.deepcopy({key})`")
+
+
+# ---------------------------------------------------------------------------------------------
+# A time limit per case
+# ---------------------------------------------------------------------------------------------
+
+#: Seconds a function may take on one case before the check gives up on it (an infinite loop).
+#: The cases are tiny: the references take milliseconds. ``check(..., time_limit=...)`` overrides it.
+TIME_LIMIT = 10.0
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised into a function that ran past its time limit.
+
+    A BaseException, not an Exception: a student's `try: ... except Exception:` inside the loop
+    must not swallow it and carry on looping.
+    """
+
+    def __init__(self, seconds: float, still_running: bool = False):
+        self.seconds, self.still_running = seconds, still_running
+        text = f"your function did not return within {seconds:g} s (an infinite loop?)"
+        if still_running:
+            text += "; it is still running in the background: restart the kernel to stop it"
+        super().__init__(text)
+
+
+def _call_with_time_limit(fn: Callable, args: list, seconds: float | None = None) -> Any:
+    """``fn(*args)``, stopped with TimeLimitExceeded after ``seconds`` (None: ``TIME_LIMIT``; 0: no limit).
+
+    On the main thread of a Unix process (a Jupyter kernel, Colab, pytest) a timer signal
+    interrupts the function itself, so an infinite loop really stops. Elsewhere (Windows, a
+    thread) the function runs in a helper thread that is abandoned if it does not finish, since
+    Python cannot stop a thread.
+    """
+    seconds = TIME_LIMIT if seconds is None else seconds
+    if seconds <= 0:
+        return fn(*args)
+    if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+        return _call_with_alarm(fn, args, seconds)
+    return _call_in_thread(fn, args, seconds)
+
+
+def _call_with_alarm(fn: Callable, args: list, seconds: float) -> Any:
+    start = time.monotonic()
+    deadline = start + seconds
+    # Another alarm may be running (pytest-timeout uses one): it is served on time and restored.
+    outer_handler = signal.getsignal(signal.SIGALRM)
+    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    outer_due = start + outer_delay if outer_delay > 0 else math.inf
+    armed = True
+
+    def on_alarm(signum, frame):
+        nonlocal outer_due
+        now = time.monotonic()
+        if now >= outer_due:  # the other alarm was due first: this signal is its
+            outer_due = math.inf
+            if callable(outer_handler):
+                outer_handler(signum, frame)
+        if not armed:
+            return
+        if now >= deadline - 0.001:
+            raise TimeLimitExceeded(seconds)
+        signal.setitimer(signal.ITIMER_REAL, deadline - now)  # after the other alarm: ours again
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, min(deadline, outer_due) - start)
+        return fn(*args)
+    finally:
+        # Disarm first. The timer may fire just now, and its exception would cut this block
+        # short before the handler is restored: so retry until it is off.
+        while True:
+            try:
+                armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                break
+            except TimeLimitExceeded:
+                pass
+        signal.signal(signal.SIGALRM, outer_handler if outer_handler is not None else signal.SIG_DFL)
+        if outer_due < math.inf:  # give the other alarm the time it had left
+            signal.setitimer(signal.ITIMER_REAL, max(outer_due - time.monotonic(), 0.001), outer_interval)
+
+
+def _call_in_thread(fn: Callable, args: list, seconds: float) -> Any:
+    result: dict[str, Any] = {}
+
+    def target():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
+            result["error"] = error
+
+    thread = threading.Thread(target=target, name="exercise-check", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeLimitExceeded(seconds, still_running=True)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,26 +455,39 @@ class Outcome:
 
     summary: Any = None
     problem: str | None = None  # the output's form was wrong (None, shape, dtype, ...)
-    error: BaseException | None = None  # the function raised
+    error: BaseException | None = None  # the function raised (or ran past its time limit)
+    changed: str | None = None  # the argument it changed in place
+    advice: str = ""  # what to do about ``problem``, when it is specific
+
+    @property
+    def timed_out(self) -> bool:
+        return isinstance(self.error, TimeLimitExceeded)
 
 
-def _call(fn: Callable, case: Case) -> tuple[Any, dict, BaseException | None]:
+def _call(fn: Callable, case: Case, time_limit: float | None = None) -> tuple[Any, dict, dict, BaseException | None]:
+    """(output, the inputs after the call, a snapshot of them from before, error)."""
     inputs = case.make_inputs()
+    before = _snapshot(inputs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(case.seed)
         try:
-            return fn(*inputs.values()), inputs, None
-        except Exception as error:  # the student's code may raise anything
-            return None, inputs, error
+            return _call_with_time_limit(fn, list(inputs.values()), time_limit), inputs, before, None
+        except (Exception, TimeLimitExceeded) as error:  # the student's code may raise anything
+            return None, inputs, before, error
 
 
-def _run(fn: Callable, case: Case, reference_output: Any) -> Outcome:
-    output, inputs, error = _call(fn, case)
+def _run(fn: Callable, case: Case, reference_output: Any, time_limit: float | None = None) -> Outcome:
+    output, inputs, before, error = _call(fn, case, time_limit)
     if error is not None:
         return Outcome(error=error)
-    problem = _output_problem(output, reference_output) or _mutated_input(case.make_inputs(), inputs)
+    problem = _output_problem(output, reference_output)
     if problem:
         return Outcome(problem=problem)
+    changed = _mutated_input(before, inputs)
+    if changed is not None:
+        value = inputs[changed]
+        return Outcome(problem=_mutation_problem(changed, value), changed=changed,
+                       advice=_mutation_advice(changed, value))
     try:
         return Outcome(summary=case.summarize(output, inputs))
     except Exception as error:
@@ -363,19 +560,22 @@ class CheckResult:
         return self.text()
 
 
-def run_checks(name: str, fn: Callable) -> CheckResult:
-    """Run `fn` on every case of exercise `name`; returns the verdict without printing it."""
+def run_checks(name: str, fn: Callable, time_limit: float | None = None) -> CheckResult:
+    """Run `fn` on every case of exercise `name`; returns the verdict without printing it.
+
+    time_limit: seconds `fn` may take on one case (default `TIME_LIMIT`; 0 for no limit).
+    """
     # The cases are tiny tensors: one thread avoids thread start-up costs (and is much faster on a
     # busy machine). The caller's setting is restored.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_checks(name, fn)
+        return _run_checks(name, fn, time_limit)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_checks(name: str, fn: Callable) -> CheckResult:
+def _run_checks(name: str, fn: Callable, time_limit: float | None = None) -> CheckResult:
     exercise = get_exercise(name)
     reference = exercise.reference_fn()
     total = len(exercise.cases)
@@ -386,7 +586,14 @@ def _run_checks(name: str, fn: Callable) -> CheckResult:
     # The reference's raw outputs set the expected form (type, shape, dtype) of every output.
     reference_outputs = [_call(reference, case)[0] for case in exercise.cases]
     reference_outcomes = [_run(reference, c, out) for c, out in zip(exercise.cases, reference_outputs)]
-    student_outcomes = [_run(fn, c, out) for c, out in zip(exercise.cases, reference_outputs)]
+    student_outcomes: list[Outcome] = []
+    for case, expected in zip(exercise.cases, reference_outputs):
+        if student_outcomes and student_outcomes[-1].timed_out:
+            # A function that looped forever once would most likely loop again: not waiting the
+            # whole limit on every remaining case keeps the verdict quick.
+            student_outcomes.append(Outcome(error=student_outcomes[-1].error))
+        else:
+            student_outcomes.append(_run(fn, case, expected, time_limit))
 
     first = student_outcomes[0]
     if isinstance(first.error, NotImplementedError):
@@ -401,7 +608,10 @@ def _run_checks(name: str, fn: Callable) -> CheckResult:
 
     i = failing[0]
     case, outcome = exercise.cases[i], student_outcomes[i]
-    if outcome.error is not None:
+    if outcome.timed_out:
+        where = _student_line(outcome.error, fn)  # where the loop was when it was stopped
+        failure = f"On {case.description}: {outcome.error}" + (f"\n  (it was {where})" if where else "")
+    elif outcome.error is not None:
         what = f"{type(outcome.error).__name__}: {outcome.error}".strip()
         where = _student_line(outcome.error, fn)
         failure = f"On {case.description}, your function raised {what}" + (f"\n  ({where})" if where else "")
@@ -409,9 +619,14 @@ def _run_checks(name: str, fn: Callable) -> CheckResult:
         what = outcome.problem or differences[i]
         failure = f"On {case.description}: {what}"
 
-    bug = _recognise_bug(exercise, student_outcomes, reference_outputs, failing)
-    if bug is not None:
+    bug = None if outcome.timed_out else _recognise_bug(exercise, student_outcomes, reference_outputs, failing)
+    if outcome.timed_out:
+        advice = ("look for a loop that never ends: a `while` whose condition never becomes false "
+                  "(is its variable updated inside the loop?), or a loop over a list it keeps growing")
+    elif bug is not None:
         advice = bug.hint
+    elif outcome.changed:
+        advice = f"your function changed its input `{outcome.changed}` in place; {outcome.advice}"
     elif outcome.problem is not None and outcome.problem.startswith("your function returned None"):
         advice = "end your function with `return <the result>`"
     elif outcome.error is not None and any(w in str(outcome.error).lower() for w in ("size", "shape", "dimension")):
@@ -483,9 +698,13 @@ def _show(obj: Any) -> None:
         print(obj.text() if hasattr(obj, "text") else obj)
 
 
-def check(name: str, fn: Callable) -> Callable:
-    """Check a student's function; return it if it passes, else the reference."""
-    result = run_checks(name, fn)
+def check(name: str, fn: Callable, time_limit: float | None = None) -> Callable:
+    """Check a student's function; return it if it passes, else the reference.
+
+    time_limit: seconds the function may take on one case (default `TIME_LIMIT`, 10 s; 0 for no
+    limit). A function that runs longer is stopped and reported as "did not return".
+    """
+    result = run_checks(name, fn, time_limit)
     _show(result)
     return fn if result.ok else get_exercise(name).reference_fn()
 
