@@ -283,8 +283,7 @@ def test_stored_rankings_have_ids_and_unstored_ones_keep_the_old_format(path):
     rankings.append_ranking(path, r)  # stored twice: two lines, two ids
     ids = [row["id"] for row in rows_of(path)]
     assert len(set(ids)) == 2 and r.id == ids[1]
-    old = {k: v for k, v in ranking("old").to_json().items()}
     with open(path, "a") as f:
-        f.write(json.dumps(old) + "\n")  # a line written before ids existed
+        f.write(json.dumps(ranking("old").to_json()) + "\n")  # a line written before ids existed
     loaded, problems = read_rankings(path)
     assert problems == [] and [x.id for x in loaded] == [*ids, ""]
