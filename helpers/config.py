@@ -34,8 +34,41 @@ def _default_artifacts() -> Path:
     return ROOT / "artifacts" if IN_CHECKOUT else Path.cwd() / "artifacts"
 
 
-def _truthy(value: str | None) -> bool:
-    return str(value or "").strip().lower() in {"1", "true", "yes", "on"}
+#: The words COURSE_FAST may be set to. Anything else is refused: "2" or "fast" silently meaning
+#: "off" would give a student a full run of an hour where a smoke run was asked for.
+_ON, _OFF = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+
+def _flag(name: str) -> bool:
+    """An on/off environment variable: unset or empty is off."""
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower()
+    if value not in _ON | _OFF:
+        raise ValueError(f"{name}={raw!r} is neither on nor off: use 1 (or true, yes, on) to turn it on, "
+                         "0 (or false, no, off) or unset it to turn it off.")
+    return value in _ON
+
+
+def _seed() -> int:
+    """``COURSE_SEED``: unset or empty is 0. NumPy takes seeds from 0 to 2**32 - 1, so only those."""
+    raw = os.environ.get("COURSE_SEED", "")
+    if not raw.strip():
+        return 0
+    try:
+        seed = int(raw.strip())
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"COURSE_SEED={raw!r} is not a seed: use a whole number from 0 to {2**32 - 1} "
+                         "(e.g. 1), or unset it for the default, 0.")
+    return seed
+
+
+def _artifacts_dir() -> Path:
+    """``COURSE_ARTIFACTS``, or the default folder when it is unset or blank (a blank path would
+    put every artifact into whatever folder the notebook runs in)."""
+    raw = os.environ.get("COURSE_ARTIFACTS", "").strip()
+    return Path(raw).expanduser() if raw else _default_artifacts()
 
 
 @dataclass(frozen=True)
@@ -63,20 +96,20 @@ class Settings:
 
 
 def settings() -> Settings:
-    """Read ``COURSE_PROFILE``, ``COURSE_FAST`` and ``COURSE_ARTIFACTS`` now."""
+    """Read ``COURSE_PROFILE``, ``COURSE_FAST``, ``COURSE_ARTIFACTS`` and ``COURSE_SEED`` now; a
+    value none of them can mean raises a ValueError that says what to use."""
     profile = os.environ.get("COURSE_PROFILE", "tiny").strip().lower() or "tiny"
     if profile not in PROFILES:
         raise ValueError(
             f"COURSE_PROFILE={profile!r} is not a course profile. Use one of {PROFILES}: "
             "'tiny' runs anywhere offline, 'gpu' needs a CUDA GPU and internet access."
         )
-    artifacts = Path(os.environ.get("COURSE_ARTIFACTS") or _default_artifacts()).expanduser()
     return Settings(
         profile=profile,
-        fast=_truthy(os.environ.get("COURSE_FAST")),
-        artifacts_dir=artifacts,
+        fast=_flag("COURSE_FAST"),
+        artifacts_dir=_artifacts_dir(),
         data_dir=DATA_DIR,
-        seed=int(os.environ.get("COURSE_SEED", "0")),
+        seed=_seed(),
     )
 
 

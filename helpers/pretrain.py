@@ -59,6 +59,24 @@ class PretrainConfig:
         """A smoke run: a handful of steps."""
         return cls(steps=12, batch_size=8, seq_len=64, warmup=2, eval_every=6)
 
+    def validate(self) -> None:
+        """Refuse a run that cannot train, naming the setting: 0 steps or blocks would divide by
+        zero or feed the model an empty batch, an infinite learning rate gives a NaN model."""
+        for name, least in (("steps", 1), ("batch_size", 1), ("seq_len", 2), ("eval_every", 1),
+                            ("warmup", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"pretraining setting {name}={value!r}: use a whole number of at "
+                                 f"least {least} (the default is {getattr(PretrainConfig, name)})")
+        for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "heldout_share"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"pretraining setting {name}={value!r}: use a finite number of at "
+                                 f"least 0 (the default is {getattr(PretrainConfig, name)})")
+        if self.lr == 0:
+            raise ValueError(f"pretraining setting lr=0 trains nothing: use a positive learning rate "
+                             f"(the default is {PretrainConfig.lr})")
+
 
 def pack_corpus(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
     """All documents as one token stream, EOS between them, cut into (n_blocks, seq_len).
@@ -151,6 +169,7 @@ def pretrain(model, tokenizer, texts: list[str], cfg: PretrainConfig, progress: 
 
     from helpers.config import seed_everything
 
+    cfg.validate()
     seed_everything(cfg.seed)
     if heldout_texts is None:
         texts, heldout_texts = split_heldout(list(texts), cfg.heldout_share, cfg.seed)
