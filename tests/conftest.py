@@ -9,6 +9,18 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+#: The environment of a test that builds stages: tiny profile, fast mode, the default seed.
+FAST_TINY = {"COURSE_PROFILE": "tiny", "COURSE_FAST": "1"}
+
+
+def use_fast_tiny(monkeypatch, artifacts: Path) -> Path:
+    """Fast tiny profile with artifacts in ``artifacts`` (never the real ones); returns it."""
+    for key, value in {**FAST_TINY, "COURSE_ARTIFACTS": str(artifacts)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("COURSE_SEED", raising=False)
+    return artifacts
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +45,37 @@ def small_tokenizer():
     from helpers.tokenizer import train_tokenizer
 
     return train_tokenizer(world.pretraining_corpus(seed=0, n_docs=300), vocab_size=300)
+
+
+@pytest.fixture
+def one_thread():
+    """The unit tests' models are tiny: one thread runs them fastest (no start-up cost per
+    operation), and keeps their timings out of each other's way."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def course_env(tmp_path, monkeypatch) -> Path:
+    """Fast tiny profile with artifacts in a fresh folder of this test."""
+    return use_fast_tiny(monkeypatch, tmp_path / "artifacts")
+
+
+@pytest.fixture(scope="session")
+def prebuilt(tmp_path_factory) -> Path:
+    """Fast tokenizer and base built once per session; tests start from copies (training is
+    the slow part). Returns the artifact folder that holds them."""
+    from helpers.stages import load_or_train
+
+    root = tmp_path_factory.mktemp("prebuilt") / "artifacts"
+    with pytest.MonkeyPatch.context() as mp:
+        use_fast_tiny(mp, root)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            load_or_train("base")
+        finally:
+            torch.set_num_threads(threads)
+    return root

@@ -40,41 +40,7 @@ from helpers.pretrain import PretrainConfig, pretrain
 from helpers.stages import load_or_train, read_info, register_stage
 
 REPO = Path(__file__).resolve().parents[1]
-FAST_TINY = {"COURSE_PROFILE": "tiny", "COURSE_FAST": "1"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def prebuilt(tmp_path_factory):
-    """Tokenizer and base built once; tests start from copies (training is the slow part)."""
-    root = tmp_path_factory.mktemp("prebuilt") / "artifacts"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**FAST_TINY, "COURSE_ARTIFACTS": str(root)}.items():
-            mp.setenv(key, value)
-        mp.delenv("COURSE_SEED", raising=False)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            load_or_train("base")
-        finally:
-            torch.set_num_threads(threads)
-    return root
-
-
-@pytest.fixture(autouse=True)
-def course_env(tmp_path, monkeypatch):
-    """Fast tiny profile with artifacts in a fresh folder: never the real artifacts."""
-    for key, value in {**FAST_TINY, "COURSE_ARTIFACTS": str(tmp_path / "artifacts")}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("COURSE_SEED", raising=False)
-    return tmp_path / "artifacts"
+pytestmark = pytest.mark.usefixtures("one_thread", "course_env")
 
 
 def copy_stages(prebuilt: Path, *names: str) -> Path:

@@ -19,13 +19,7 @@ from helpers.tokenizer import render_chat
 TINY = ModelSize(n_layer=2, n_head=2, n_embd=32, n_positions=128, dropout=0.1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (no start-up cost per operation)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

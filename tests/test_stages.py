@@ -10,28 +10,7 @@ from helpers.config import settings
 from helpers.stages import HubUnavailableError, load_or_train, register_stage
 
 
-FAST_TINY = {"COURSE_PROFILE": "tiny", "COURSE_FAST": "1"}
-
-
-@pytest.fixture(scope="module")
-def prebuilt(tmp_path_factory):
-    """Tokenizer and base built once; each test starts from a copy (training is the slow part)."""
-    root = tmp_path_factory.mktemp("prebuilt") / "artifacts"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**FAST_TINY, "COURSE_ARTIFACTS": str(root)}.items():
-            mp.setenv(key, value)
-        mp.delenv("COURSE_SEED", raising=False)
-        load_or_train("base")
-    return root
-
-
-@pytest.fixture(autouse=True)
-def course_env(tmp_path, monkeypatch):
-    """Fast tiny profile with artifacts in a fresh folder: never the real artifacts."""
-    for key, value in {**FAST_TINY, "COURSE_ARTIFACTS": str(tmp_path / "artifacts")}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("COURSE_SEED", raising=False)
-    return tmp_path / "artifacts"
+pytestmark = pytest.mark.usefixtures("course_env")
 
 
 @pytest.fixture
