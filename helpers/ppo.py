@@ -63,7 +63,8 @@ from helpers.reward import pooled_scores
 
 @dataclass
 class PPOConfig:
-    """One PPO run. The defaults are the tiny profile's full run (about 2 minutes on a 2-core CPU).
+    """One PPO run. The defaults are the tiny profile's full run (the stage prints how long it
+    will take on your machine).
 
     InstructGPT's values are quoted where ours differ; ours are scaled to a 1M-parameter model
     trained for minutes.
@@ -615,7 +616,7 @@ def make_optimizer(policy, value_model, config: PPOConfig) -> torch.optim.Optimi
     papers' (and matters again in a shared-body setup).
     """
     # fused=True: one kernel updates every tensor (the same arithmetic as the loop over tensors,
-    # about 3x faster for our small models, whose many small tensors make Adam's per-tensor
+    # much faster for our small models, whose many small tensors make Adam's per-tensor
     # overhead a visible share of a step). Only on devices that have the fused kernel.
     fused = next(policy.parameters()).device.type in ("cpu", "cuda")
     return torch.optim.AdamW([

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm as _notebook_tqdm
 
+from helpers.rankings import replace_file
+
 PROGRESS_FILE_ENV = "COURSE_PROGRESS_FILE"
 REPORT_EVERY = 1.0  # seconds between two writes of the status file
 
@@ -34,9 +36,7 @@ def _write(status: dict) -> None:
         return
     status = {"stage": _stage[-1] if _stage else None, "time": time.time(), **status}
     with contextlib.suppress(OSError):  # a status line is never worth failing a training run for
-        partial = path.with_name(path.name + f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(status))
-        partial.replace(path)
+        replace_file(path, json.dumps(status).encode())  # the runner never reads half a line
 
 
 class tqdm(_notebook_tqdm):  # noqa: N801 - a drop-in for tqdm.auto.tqdm

@@ -129,12 +129,13 @@ def _write_cache(key: str, choice: ThreadChoice) -> None:
 
 
 def _write_json(data: dict) -> None:
+    from helpers.rankings import replace_file
+
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(data, indent=2, sort_keys=True))
-        partial.replace(path)  # atomic: a reader sees the old file or the new one, never half
+        # atomic: another process reading the cache sees the old file or the new one, never half
+        replace_file(path, json.dumps(data, indent=2, sort_keys=True).encode())
     except OSError:
         pass  # a read-only home only costs a new measurement next time
 

@@ -742,20 +742,15 @@ register_stage("tokenizer", _tokenizer_settings, _train_tokenizer, _load_tokeniz
 # Stages "base" and "base_big": pretraining (tiny) or a hub model (gpu)
 # --------------------------------------------------------------------------------------------
 
-#: Full-mode pretraining of the tiny profile. The tiny model trains at about 13,000 tokens/s on
-#: a 2-core CPU; 2400 steps of 16 blocks of 128 tokens (4.9M tokens, about 2.5 passes over the
-#: corpus) take about 6 minutes. Why so many: the ability to copy from the context (which most
-#: tasks need) appears late. Measured with ``benchmarks/base_copying.py``: after 800 steps the
-#: model names the user in 11% of the name probes, after 2400 steps in 100%, and it reverses
-#: and sorts word lists it never could before. Measured too: 16 x 128 tokens per step reached a
-#: lower held-out loss than 32 x 128 in the same time (more, smaller steps suit a small model).
+#: Full-mode pretraining of the tiny profile: 2400 steps of 16 blocks of 128 tokens (about 2.5
+#: passes over the corpus). Why so many: the ability to copy from the context, which most tasks
+#: need, appears late (``benchmarks/base_copying.py`` probes it). Why 16 blocks a step: more,
+#: smaller steps suit a small model better than fewer, larger ones in the same time.
 BASE_PRETRAIN = dict(steps=2400, batch_size=16, seq_len=128, lr=3e-3, warmup=40, eval_every=200)
-#: The big model (5.4x the parameters) runs about 4.5x slower per token (about 3,000 tokens/s on
-#: 2 cores): the tiny model's 4.9M tokens would take over 25 minutes. It trains on the same
-#: corpus for a third as many steps of the same size (1.6M tokens, about 9 minutes). A bigger
-#: model learns more per token seen, but not three times more: notebook 06 shows both held-out
-#: losses. The shorter run is the price of a notebook that runs in minutes, and the comparison
-#: in notebook 06 says so.
+#: The big model (5.4x the parameters) is several times slower per token, so it trains on the same
+#: corpus for a third as many steps of the same size, to keep notebook 06 within the course's
+#: time budget. A bigger model learns more per token seen, but not three times more: notebook 06
+#: shows both held-out losses, and says so.
 BASE_BIG_PRETRAIN = dict(BASE_PRETRAIN, steps=800, warmup=40, eval_every=100,
                          lr=2e-3)  # a wider model wants a smaller step
 
