@@ -12,8 +12,7 @@ import base64
 import matplotlib.pyplot as plt
 import pytest
 
-from helpers import widgets
-from helpers.widgets import DASHBOARD_METRICS, TrainingDashboard
+from helpers.dashboard import DASHBOARD_METRICS, SMOOTH_FROM, TrainingDashboard
 
 
 def fake_stats(i: int, gold: bool = True) -> dict:
@@ -52,7 +51,7 @@ def test_the_six_panels_draw_the_values_they_are_fed():
 
 def test_a_long_run_adds_a_smoothed_curve_over_the_raw_points():
     dashboard = TrainingDashboard(display=False)
-    noisy = [1.0 if i % 2 else 0.0 for i in range(widgets.SMOOTH_FROM)]
+    noisy = [1.0 if i % 2 else 0.0 for i in range(SMOOTH_FROM)]
     for i, value in enumerate(noisy[:-1]):
         dashboard.update(i, {"episodes": i + 1, "score": value})
     assert len(dashboard.smoothed["score"].get_xdata()) == 0  # a short run: the raw points only
@@ -158,7 +157,7 @@ def test_redraws_in_place_in_a_jupyter_kernel():
     from nbformat.v4 import new_code_cell, new_notebook
 
     source = (
-        "from helpers.widgets import TrainingDashboard\n"
+        "from helpers.dashboard import TrainingDashboard\n"
         "dashboard = TrainingDashboard(total_iterations=3)\n"
         "for i in range(3):\n"
         "    dashboard.update(i, {'episodes': 8 * (i + 1), 'score': float(i), 'kl': 0.1 * i,\n"

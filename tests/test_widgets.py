@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import labelers, widgets
+from helpers import agreement, labelers, widgets
 from helpers.labelers import Ranking
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,7 +277,7 @@ def test_agreement_report(items):
     gold = [labelers.gold_labeler_ranking(e, r) for e, r in items]
     for ranking in gold:
         ranking.labeler = "student"
-    report = widgets.agreement_report(gold, items, team)
+    report = agreement.agreement_report(gold, items, team)
     assert report["gold"] == 1.0  # ranking exactly like the gold labeler
     assert report["n_rankings"] == len(items) and report["n_pairs"] > 0
     assert set(report["labelers"]) == {"labeler-1", "labeler-2", "labeler-3"}
@@ -287,13 +287,13 @@ def test_agreement_report(items):
     table = str(report)
     assert "you vs the gold labeler" in table and "100.0%" in table and "72.6%" in table
     # The team's random state is left alone, and the report is reproducible.
-    assert widgets.agreement_report(gold, items, team) == report
+    assert agreement.agreement_report(gold, items, team) == report
     # The reverse of the gold ranking disagrees on every pair the gold labeler orders.
     reversed_gold = [Ranking(**{**g.to_json(), "ranks": [len(g.ranks) + 1 - r for r in g.ranks]})
                      for g in gold]
-    assert widgets.agreement_report(reversed_gold, [e for e, _ in items], team)["gold"] == 0.0
+    assert agreement.agreement_report(reversed_gold, [e for e, _ in items], team)["gold"] == 0.0
     with pytest.raises(ValueError, match="no example"):
-        widgets.agreement_report(gold, items[:1], team)
+        agreement.agreement_report(gold, items[:1], team)
 
 
 def test_rank_remaining(items, path):
