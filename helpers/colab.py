@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import config
+
 #: The name the course is installed under (pyproject.toml's ``name``).
 COURSE_DISTRIBUTION = "instructgpt-step-by-step"
 #: Packages Colab ships that the course must never replace, even to satisfy its own ranges.
@@ -242,8 +244,6 @@ def setup(profile: str | None = None, keep_on_drive: bool = False, prepared: str
     prepared: a hub repository ("user/name") or folder of prepared artifacts, or None for
         ``COURSE_PREPARED_ARTIFACTS`` (default: none).
     colab, install, mount, mountpoint: what the tests replace (Colab itself, pip, Drive)."""
-    from helpers import config
-
     colab = config.in_colab() if colab is None else colab
     if profile is not None and profile not in config.PROFILES:
         raise ValueError(f"PROFILE = {profile!r} is not a course profile: use one of "

@@ -16,6 +16,10 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported only when a device is chosen: it is slow to load
+    import torch
 
 PROFILES = ("tiny", "gpu")
 
@@ -113,7 +117,7 @@ def settings() -> Settings:
     )
 
 
-def device(prefer: str | None = None) -> "torch.device":  # noqa: F821 - torch imported lazily
+def device(prefer: str | None = None) -> torch.device:
     """The best available device: CUDA, then Apple's MPS, then CPU.
 
     ``COURSE_DEVICE`` (or ``prefer``) forces one, e.g. ``cpu`` to compare speeds.
@@ -161,7 +165,7 @@ def describe() -> str:
 
     On the CPU it first chooses torch's thread count (``helpers.speed``), so that every notebook
     trains at this machine's best speed from its first cell on."""
-    from helpers import speed
+    from helpers import speed  # imported here: helpers.speed imports this module
 
     s = settings()
     threads = speed.apply()

@@ -169,7 +169,6 @@ def run_notebook(
     runs_dir.mkdir(parents=True, exist_ok=True)
     out_path = runs_dir / path.name
     results = results_file(runs_dir, path)
-    lock = results.with_name(results.name + ".lock")  # results.record locks the file while writing
     results.unlink(missing_ok=True)  # figures from an earlier run must not pass for this one's
 
     nb = nbformat.read(path, as_version=4)
@@ -243,7 +242,6 @@ def run_notebook(
     seconds = time.perf_counter() - start
     nbformat.write(nb, out_path)  # also when it failed: the copy shows the traceback
     figures, formats = read_results(results)
-    lock.unlink(missing_ok=True)
 
     run = NotebookRun(
         name=path.name,

@@ -6,6 +6,9 @@ import warnings
 
 import torch
 
+from helpers.progress import tqdm
+from helpers.tokenizer import render_chat
+
 
 def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one token per row from softmax(logits / temperature).
@@ -139,10 +142,6 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 48, tem
     ``ended_with_eos`` (False for a reply cut off at ``max_new_tokens``). PPO scores and trains on
     exactly these tokens.
     """
-    from helpers.progress import tqdm
-
-    from helpers.tokenizer import render_chat
-
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:

@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 from helpers.config import PROFILES, Settings, settings as current_settings
+from helpers.stages import INFO_FILE, _damage, read_info, settings_diff
 
 VARIABLE = "COURSE_PREPARED_ARTIFACTS"
 #: Seconds to wait for the hub to answer before training instead: a class on a slow network
@@ -115,13 +116,11 @@ def _mismatch(folder: Path, config: dict, mine: Path, check_files: bool) -> str 
     """Why the stage in ``folder`` is not the one wanted: load_or_train's own up-to-date check
     (``check_files``: also that every file is there, at its size; not before they are downloaded).
     ``mine``: the local folder of the stages, named in the advice when prerequisites differ."""
-    from helpers import stages
-
-    info = stages.read_info(folder)
+    info = read_info(folder)
     if info is None:
-        return f"no valid {stages.INFO_FILE}"
+        return f"no valid {INFO_FILE}"
     if info["settings"] != config:
-        changes = stages.settings_diff(info["settings"], config)  # "steps 3000 -> 1500": prepared -> wanted
+        changes = settings_diff(info["settings"], config)  # "steps 3000 -> 1500": prepared -> wanted
         why = "made with other settings (prepared -> wanted: " + "; ".join(changes) + ")"
         rebuilt = [change.removesuffix(" was rebuilt") for change in changes if change.endswith(" was rebuilt")]
         if rebuilt:
@@ -129,7 +128,7 @@ def _mismatch(folder: Path, config: dict, mine: Path, check_files: bool) -> str 
                     f"the prepared models, delete your own ({', '.join(str(mine / name) for name in rebuilt)}) "
                     "and run the cell again")
         return why
-    if check_files and (damage := stages._damage(folder, info)):
+    if check_files and (damage := _damage(folder, info)):
         return f"damaged ({damage})"
     return None
 
@@ -153,8 +152,6 @@ def _local_fetch(where: str):
             "repository id (user/name): training instead. Fix the name, or set it to None.")
 
     def fetch(rel: str, staging: Path, info_only: bool) -> Path | None:
-        from helpers.stages import INFO_FILE
-
         found = root / rel
         if not (found / INFO_FILE).is_file():
             return None
@@ -187,7 +184,7 @@ def _ask_hub(repo: str) -> tuple[str, object]:
     if _offline():
         return "error", (f"the prepared artifacts are the hub repository {repo}, but HF_HUB_OFFLINE "
                          f"is set, so nothing is downloaded. {todo}")
-    import huggingface_hub
+    import huggingface_hub  # imported when used: only hub downloads need it, and it is slow to load
     from huggingface_hub import errors
 
     try:
@@ -204,8 +201,7 @@ def _ask_hub(repo: str) -> tuple[str, object]:
 
 def _hub_fetch(repo: str):
     def fetch(rel: str, staging: Path, info_only: bool) -> Path | None:
-        import huggingface_hub
-        from helpers.stages import INFO_FILE
+        import huggingface_hub  # imported when used: only hub downloads need it, and it is slow to load
 
         revision, files = _hub_answer(repo)
         if f"{rel}/{INFO_FILE}" not in files:
@@ -233,8 +229,6 @@ def publishable(run: Settings, stages: list[str] | None = None) -> tuple[list[st
     """The stage folders of ``run`` worth publishing, prerequisites first, and the reasons the
     others are left out. A stage goes with its prerequisites (a student can use it only with
     them), and only when it was built from the very builds that sit beside it."""
-    from helpers.stages import _damage, read_info
-
     root = run.stage_dir("_").parent
     infos = {d.name: read_info(d) for d in sorted(root.iterdir())
              if d.is_dir() and not d.name.startswith(".")} if root.is_dir() else {}
@@ -294,7 +288,7 @@ def publish(repo: str, stages: list[str] | None = None, *, run: Settings | None 
             print(f"copied {root.name}/{name} to {folder}")
         return order
 
-    import huggingface_hub
+    import huggingface_hub  # imported when used: only publishing to the hub needs it
 
     api = huggingface_hub.HfApi(token=token)
     try:

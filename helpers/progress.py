@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm as _notebook_tqdm
 
-from helpers.rankings import replace_file
+from helpers.files import replace_file
 
 PROGRESS_FILE_ENV = "COURSE_PROGRESS_FILE"
 REPORT_EVERY = 1.0  # seconds between two writes of the status file

@@ -14,28 +14,20 @@ same rules:
   usable ranking is skipped and reported as "<file> line <n>: what is wrong (this line is
   skipped)"; the other lines load.
 
-``locked`` and ``replace_file`` are the file lock and the durable whole-file write any module
-that rewrites a file others may be writing can share.
+The file primitives (the lock, the durable append and the atomic replace) are in
+``helpers.files``.
 """
 
 from __future__ import annotations
 
-import errno
 import itertools
 import json
-import os
-import tempfile
 import uuid
-from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; one notebook writing at a time is safe there
-    fcntl = None
+from helpers.files import append_lines, locked, read_all, rewrite_file
 
 # --------------------------------------------------------------------------------------------
 # The record
@@ -164,140 +156,6 @@ def preference_pairs(ranks: list[int]) -> list[tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Durable writes and the file lock
-# --------------------------------------------------------------------------------------------
-
-#: flock() errors that mean "this file system cannot lock" (some network and FUSE mounts, such
-#: as Google Drive in Colab): there the file is used without a lock rather than not at all.
-_NO_LOCKING = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, getattr(errno, "ENOTSUP", -1)}
-
-
-def _lock(fd: int, exclusive: bool) -> bool:
-    """Lock an open file (waiting for other holders); False where locking is impossible."""
-    if fcntl is None:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-    except OSError as error:
-        if error.errno in _NO_LOCKING:
-            return False
-        raise
-    return True
-
-
-def _is_at(fd: int, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except FileNotFoundError:
-        return False
-
-
-@contextmanager
-def locked(path: Path | str, exclusive: bool = True, create: bool = True) -> Iterator[int]:
-    """Open ``path`` and hold its lock while the block runs; yields the file descriptor.
-
-    Exclusive (writers): opened for reading and appending, created if missing unless ``create``
-    is False. Shared (readers): opened read-only; FileNotFoundError if there is no file.
-
-    The lock is taken on the file itself, so no lock file is left beside it. A writer that
-    replaces the file (``replace_file``, as undo does) leaves whoever waited for the old file
-    holding the lock of a file that is no longer at ``path``: they notice and start over on the
-    new one, so nothing is ever written into a replaced file and lost with it.
-    """
-    path = Path(path)
-    flags = (os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)) if exclusive else os.O_RDONLY
-    flags |= getattr(os, "O_BINARY", 0)
-    while True:
-        fd = os.open(path, flags, 0o644)
-        try:
-            if not _lock(fd, exclusive) or _is_at(fd, path):
-                break
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)  # replaced (or removed) while we waited: lock the file now at path
-    try:
-        yield fd
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _read_all(fd: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:  # write() may write less than asked (a signal, a nearly full disk)
-        view = view[os.write(fd, view):]
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:  # makes a rename itself durable; not possible on every platform (Windows)
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def replace_file(path: Path | str, data: bytes) -> None:
-    """Make ``data`` the content of ``path``, atomically and durably.
-
-    The data goes to a temporary file in the same folder, forced to disk, which then replaces
-    ``path`` with ``os.replace``: a crash leaves the old file or the new one, never half of one,
-    and a failed write (a full disk) leaves the old file untouched. Callers that read the file
-    first hold ``locked(path)`` around the read and this call, so no concurrent append is lost.
-    """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        os.chmod(temporary, mode)  # mkstemp creates 0600; keep the file's own permissions
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def append_lines(path: Path | str, data: bytes) -> None:
-    """Append whole lines (``data`` ends with a newline) to ``path`` and force them to disk.
-
-    Under the file's lock, one write at the end. A last line cut short by a crash (no newline at
-    its end) is closed first, so the new lines never fuse with it. If the write fails (a full
-    disk, a quota, an interrupt), the file is cut back to its size before the write and the error
-    raised: half a line would read as corrupt on every reopen.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with locked(path) as fd:
-        size = os.fstat(fd).st_size
-        if size and os.lseek(fd, size - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
-            data = b"\n" + data  # (the write still goes to the end: O_APPEND)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        except BaseException:
-            with suppress(OSError):  # truncating frees space, so it works on a full disk
-                os.ftruncate(fd, size)
-                os.fsync(fd)
-            raise
-
-
-# --------------------------------------------------------------------------------------------
 # Rankings files: append, read, undo
 # --------------------------------------------------------------------------------------------
 
@@ -342,7 +200,7 @@ def read_rankings(path: Path | str, strict: bool = False) -> tuple[list[Ranking]
     path = Path(path)
     try:
         with locked(path, exclusive=False, create=False) as fd:  # no half-written append is seen
-            data = _read_all(fd)
+            data = read_all(fd)
     except FileNotFoundError:
         return [], []
     rankings, problems = [], []
@@ -377,21 +235,14 @@ def remove_ranking(path: Path | str, ranking_id: str) -> bool:
     """Remove the line whose id is ``ranking_id`` (undo); False if no line has it.
 
     Holding the lock appenders take, the file is read, the line dropped and the rest (corrupt
-    lines too, byte for byte) written back with ``replace_file``. Only that one line goes: undo
-    never removes a ranking it did not write, whoever else appends to the file meanwhile.
+    lines too, byte for byte) written back atomically (``files.rewrite_file``). Only that one line
+    goes: undo never removes a ranking it did not write, whoever else appends to the file
+    meanwhile.
     """
     path = Path(path)
     if not ranking_id or not path.exists():  # a ranking never stored has no line to remove
         return False
-    with locked(path) as fd:
-        kept = _without_line(_read_all(fd), ranking_id)
-        if kept is None:
-            return False
-        if fcntl is not None:
-            replace_file(path, kept)  # before the lock is let go: no append can slip in between
-            return True
-    replace_file(path, kept)  # Windows: no lock to hold, and a file open there cannot be replaced
-    return True
+    return rewrite_file(path, lambda data: _without_line(data, ranking_id))
 
 
 def _without_line(data: bytes, ranking_id: str) -> bytes | None:
@@ -403,20 +254,3 @@ def _without_line(data: bytes, ranking_id: str) -> bytes | None:
             return b"".join(lines[:number] + lines[number + 1:])
     return None
 
-
-#: What an OSError on a rankings file means, in words a student can act on.
-_OS_ERROR_WORDS = {
-    errno.ENOSPC: "the disk is full",
-    getattr(errno, "EDQUOT", None): "your disk quota is used up",  # (no EDQUOT on Windows)
-    errno.EROFS: "the disk is read-only",
-    errno.EACCES: "you have no permission to write there",
-    errno.EPERM: "you have no permission to write there",
-    errno.EIO: "the disk reported a read/write error",
-}
-
-
-def describe_os_error(error: OSError) -> str:
-    """'the disk is full (No space left on device)' for an OSError; its own text otherwise."""
-    words = _OS_ERROR_WORDS.get(error.errno)
-    detail = error.strerror or str(error)
-    return f"{words} ({detail})" if words else detail

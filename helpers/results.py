@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from helpers.files import rewrite_file
 
 RESULTS_FILE_ENV = "COURSE_RESULTS_FILE"
 FORMATS_KEY = "_formats"
@@ -45,47 +45,33 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-@contextmanager
-def _locked(path: Path):
-    """Hold an exclusive lock beside the file while reading and rewriting it (where fcntl exists)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: notebooks run one at a time anyway
-        yield
-        return
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def load(path: str | Path) -> dict[str, Any]:
     """The results recorded in a file so far ({} if it does not exist yet)."""
     path = Path(path)
     if not path.exists():
         return {}
-    text = path.read_text(encoding="utf-8")
+    return _parse(path.read_bytes())
+
+
+def _parse(data: bytes) -> dict[str, Any]:
+    text = data.decode("utf-8")
     return json.loads(text) if text.strip() else {}
 
 
 def _merge_into_file(path: Path, name: str, value: Any, fmt: str | None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path):
-        results = load(path)
+    """Add one figure to the file. Several notebooks may record into it at once: the file is
+    read and rewritten under its lock, and replaced atomically, so a reader never sees half a
+    file and no writer's figure is lost."""
+
+    def merged(data: bytes) -> bytes:
+        results = _parse(data)
         results[name] = value
         if fmt is not None:
             results.setdefault(FORMATS_KEY, {})[name] = fmt
-        # Write a temporary file and rename it over the old one: a reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(results, f, indent=2, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        return json.dumps(results, indent=2, sort_keys=True).encode("utf-8")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rewrite_file(path, merged)
 
 
 def record(name: str, value: Any, fmt: str | None = None) -> Any:

@@ -27,6 +27,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.config import device
+from helpers.files import replace_file
+
 #: Environment variables that set the thread count by hand, in the order they are honoured.
 OVERRIDES = ("COURSE_THREADS", "OMP_NUM_THREADS")
 
@@ -129,8 +132,6 @@ def _write_cache(key: str, choice: ThreadChoice) -> None:
 
 
 def _write_json(data: dict) -> None:
-    from helpers.rankings import replace_file
-
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +153,8 @@ def _cached(key: str) -> ThreadChoice | None:
 
 def _probe_model(size: str = "tiny"):
     """A model of one of the course's shapes (``models.MODEL_SIZES``), random weights."""
+    # Imported when a probe model is built: transformers and helpers.models (which loads torch)
+    # are slow to load, and a thread count from the cache or the environment needs neither.
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from helpers.models import model_size
@@ -227,8 +230,6 @@ def choose(measure_now: bool = False, quiet: bool = False) -> ThreadChoice:
 
     if (override := _override()) is not None:
         return ThreadChoice(override[1], override[0])
-    from helpers.config import device
-
     if device().type != "cpu":
         return ThreadChoice(torch.get_num_threads(), "not a CPU")
     key = machine_key()

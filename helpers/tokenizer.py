@@ -76,8 +76,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048,
 
     A small vocabulary suits a small model: with at most 2,048 tokens the embedding table stays
     a modest share of a 1M-parameter model, while the words of the corpus become single tokens.
-    The Instruction World uses few distinct words, so training stops early (about 1,300 tokens)
-    once every word of the corpus is one token: no pair is left to merge.
+    The Instruction World uses few distinct words, so training stops before that cap, once every
+    word of the corpus is one token: no pair is left to merge.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 

@@ -26,6 +26,8 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from helpers.config import DATA_DIR
+
 # --------------------------------------------------------------------------------------------
 # The world's vocabulary and facts
 # --------------------------------------------------------------------------------------------
@@ -609,8 +611,6 @@ def materialize(seed: int = 0) -> dict[str, str]:
 
 
 def write_data(directory: Path | str | None = None, seed: int = 0) -> list[Path]:
-    from helpers.config import DATA_DIR
-
     directory = Path(directory) if directory else DATA_DIR / "tiny"
     directory.mkdir(parents=True, exist_ok=True)
     written = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import labelers, rankings, widgets
+from helpers import files, labelers, rankings, widgets
 from helpers.rankings import Ranking, RankingError, read_rankings
 
 APPENDS = 200  # rankings the other process appends while this one submits and undoes
@@ -65,8 +65,8 @@ def _append(path: str, start, appender_done) -> None:
 
 def test_undo_beside_another_process_appending_loses_none_of_its_lines(path):
     """Regression: undo rewrote the file from a copy read a moment before, so rankings another
-    process appended in that moment were deleted (301 of 1,500 in a trial). Now undo removes the
-    one line it wrote, under the lock appenders take."""
+    process appended in that moment were deleted. Undo removes the one line it wrote, under the
+    lock appenders take."""
     path.parent.mkdir(parents=True)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter, as another kernel is
     start, done, report = context.Barrier(2), context.Event(), context.Queue()
@@ -132,15 +132,34 @@ def test_an_appender_waits_for_the_lock_and_then_writes_to_the_current_file(path
         rankings.append_ranking(path, ranking("second"))
         appended.set()
 
-    with rankings.locked(path):
+    with files.locked(path):
         worker = threading.Thread(target=append_second)
         worker.start()
         time.sleep(0.3)
         assert not appended.is_set()  # waiting for the lock
-        rankings.replace_file(path, path.read_bytes())  # what undo does while it holds the lock
+        files.replace_file(path, path.read_bytes())  # what undo does while it holds the lock
     worker.join(timeout=30)
     assert appended.is_set()
     assert [r.prompt_id for r in read_rankings(path, strict=True)[0]] == ["first", "second"]
+
+
+@pytest.mark.skipif(files.fcntl is None, reason="no advisory locks on this platform")
+def test_an_open_file_is_locked_and_a_file_system_without_locks_is_used_unlocked(tmp_path, monkeypatch):
+    lock_path = tmp_path / "stage.lock"
+    with open(lock_path, "a") as holder, open(lock_path, "rb") as other:
+        assert files.lock_open_file(holder, exclusive=True)
+        with pytest.raises(BlockingIOError):  # held: nobody else gets it
+            files.fcntl.flock(other, files.fcntl.LOCK_SH | files.fcntl.LOCK_NB)
+
+    def refuse(handle, operation, error=errno.ENOLCK):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(files.fcntl, "flock", refuse)
+    with open(lock_path, "rb") as handle:
+        assert not files.lock_open_file(handle, exclusive=False)  # read without the lock
+        monkeypatch.setattr(files.fcntl, "flock", lambda h, op: refuse(h, op, errno.EBADF))
+        with pytest.raises(OSError):  # any other failure is a real error
+            files.lock_open_file(handle, exclusive=False)
 
 
 # --- 2. fields of the wrong type -------------------------------------------------------------
