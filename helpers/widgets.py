@@ -31,11 +31,11 @@ from pathlib import Path
 
 import ipywidgets as W
 
+from helpers.files import describe_os_error
 from helpers.labelers import SimulatedLabeler
 # The ranking record and its one storage (append, read, undo), shared with the simulated labelers.
 from helpers.rankings import (
-    FLAGS, Ranking, RankingError, append_ranking, append_rankings, describe_os_error, read_rankings,
-    remove_ranking,
+    FLAGS, Ranking, RankingError, append_ranking, append_rankings, read_rankings, remove_ranking,
 )
 from helpers.world import Example
 
