@@ -11,7 +11,7 @@ an earlier occurrence of the current token and predicts what followed it.
 1. Repeated list. A random list of 10 of the world's words, written twice. A model that copies
    predicts the second copy far better than the first (loss per token falls); a model that
    cannot finds both equally surprising.
-2. A name, as notebook 04 asks (``reward.copy_probe``, web Q&A form): "My name is Finn." ->
+2. A name, as notebook 04 asks (``evaluation.copy_probe``, web Q&A form): "My name is Finn." ->
    "Hi" + which name? The share of prompts where the given name is the likeliest, against
    chance (1 / the number of names).
 3. Question page. Evaluation prompts of the families that need copying, in the format of the
@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from helpers import evaluation, generation, labelers, reward, world  # noqa: E402
-from helpers.stages import load_lm_artifact, load_or_train  # noqa: E402
+from helpers import evaluation, generation, labelers, world  # noqa: E402
+from helpers.pipeline import load_lm, load_or_train  # noqa: E402
 
 COPY_FAMILIES = ("capital", "chat", "extract", "reverse", "sort", "shorten", "sentiment")
 
@@ -73,7 +73,7 @@ def question_page_accuracy(model, tokenizer) -> dict[str, float]:
 
 def load(name: str):
     if Path(name).is_dir():
-        return load_lm_artifact(Path(name), {})
+        return load_lm(Path(name), {})
     artifact = load_or_train(name)
     return artifact.model, artifact.tokenizer
 
@@ -88,7 +88,7 @@ def main() -> None:
         model, tokenizer = load(name)
         model.eval()
         first, second = repeated_list_losses(model, tokenizer)
-        names = reward.copy_probe(model, tokenizer, chat=False)
+        names = evaluation.copy_probe(model, tokenizer, chat=False)
         row = {"model": name, "loss 1st copy": first, "loss 2nd copy": second,
                "name likeliest": names["top1"], "chance": names["chance"]}
         row.update(question_page_accuracy(model, tokenizer))

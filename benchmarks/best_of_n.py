@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers import evaluation, generation, labelers, reward, world  # noqa: E402
 from helpers.config import settings  # noqa: E402
-from helpers.stages import load_or_train  # noqa: E402
+from helpers.pipeline import load_or_train  # noqa: E402
 
 
 def main() -> None:

@@ -27,9 +27,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers import evaluation, generation, labelers, ppo, world  # noqa: E402
+from helpers import evaluation, generation, labelers, pipeline, ppo, world  # noqa: E402
 from helpers.config import settings  # noqa: E402
-from helpers.stages import load_or_train  # noqa: E402
+from helpers.pipeline import load_or_train  # noqa: E402
 
 RUNS = {
     "rm": ("the reward model, beta = stage default", {}, False),
@@ -53,12 +53,10 @@ def greedy_answers(model, tokenizer, examples) -> list[str]:
 def run(name: str, changes: dict, sft, rm, eval_set, sft_gold: list[float]) -> dict:
     label, run_changes, use_gold = RUNS[name]
     models = ppo.prepare_models(sft, rm)
-    stage_settings = {**ppo.ppo_stage_settings(settings()), **run_changes, **changes}
-    config, prompts = ppo.config_and_prompts(stage_settings)
+    stage_settings = {**pipeline.settings("ppo"), **run_changes, **changes}
+    config, prompts = pipeline.ppo_config_and_prompts(stage_settings)
     started = time.perf_counter()
-    history = ppo.train_ppo(models.policy, models.reference, models.value_model,
-                            None if use_gold else models.reward_model, models.tokenizer, prompts, config,
-                            progress=True, gold_fn=labelers.gold_score,
+    history = ppo.train_ppo(models, prompts, config, progress=True, gold_fn=labelers.gold_score,
                             reward_fn=ppo.gold_reward if use_gold else None)
     seconds = time.perf_counter() - started
     answers = greedy_answers(models.policy, sft.tokenizer, eval_set)

@@ -65,7 +65,7 @@ def load_models(fresh: bool):
 
     import torch
 
-    from helpers import ppo, stages, world
+    from helpers import pipeline, ppo, stages, world
     from helpers.config import settings
 
     run = settings()
@@ -73,16 +73,16 @@ def load_models(fresh: bool):
     if dirs:
         # Loaded as found (a speed benchmark does not care whether the settings are current, and
         # must not start minutes of training).
-        (sft, tokenizer), (rm, _) = [stages.get_stage(name).load_fn(d, stages.read_info(d)) for name, d in dirs.items()]
+        (sft, tokenizer), (rm, _) = [pipeline.get_stage(name).load_fn(d, stages.read_info(d)) for name, d in dirs.items()]
         return (copy.deepcopy(sft), sft, ppo.value_model_from(rm), rm, tokenizer,
                 f"the cached sft and rm artifacts in {run.stage_dir('sft').parent}")
-    from helpers.models import build_causal_lm, count_parameters
+    from helpers.models import build_causal_lm, count_parameters, value_model_from_causal_lm
     from helpers.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(world.pretraining_corpus(seed=0, n_docs=2000))
     torch.manual_seed(0)
     policy = build_causal_lm(tokenizer, "tiny").eval()
-    reward_model = ppo.value_model_from_causal_lm(policy)
+    reward_model = value_model_from_causal_lm(policy)
     with torch.no_grad():
         reward_model.score.weight.normal_(0, 0.02)
     return (policy, copy.deepcopy(policy), ppo.value_model_from(reward_model), reward_model, tokenizer,
@@ -109,8 +109,8 @@ def run_ours(out: str, iterations: int, threads: int, fresh: bool) -> None:
 
     cpu_started = time.process_time()
     clock[0] = time.perf_counter()
-    history = ppo.train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts, config,
-                            callback=lap, progress=False)
+    models = ppo.PPOModels(policy, reference, value_model, reward_model, tokenizer)
+    history = ppo.train_ppo(models, prompts, config, callback=lap, progress=False)
     cpu = time.process_time() - cpu_started
     n = config.n_iterations
     result = {
@@ -174,7 +174,7 @@ def main() -> None:
 
     dirs = None if args.fresh else artifact_dirs()
     if args.trl_venv and not dirs:
-        raise SystemExit("--trl-venv needs the sft and rm artifacts (python -c \"from helpers.stages import "
+        raise SystemExit("--trl-venv needs the sft and rm artifacts (python -c \"from helpers.pipeline import "
                          "load_or_train; load_or_train('rm')\")")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "TOKENIZERS_PARALLELISM": "false"}

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from helpers import reward, stages  # noqa: E402
+from helpers import comparisons, evaluation, pipeline, reward, reward_diagnostics, stages  # noqa: E402
 from helpers.config import settings  # noqa: E402
 
 
@@ -35,20 +35,20 @@ def load_as_found(name: str) -> stages.Artifact:
     info = stages.read_info(path)
     if info is None:
         sys.exit(f"no cached {name!r} artifact in {path}: run its notebook (or load_or_train({name!r})) first")
-    model, tokenizer = stages.get_stage(name).load_fn(path, info)
+    model, tokenizer = pipeline.get_stage(name).load_fn(path, info)
     return stages.Artifact(name, path, info, model, tokenizer)
 
 
 def main() -> None:
     started = time.perf_counter()
-    comparisons, rm = load_as_found("comparisons"), load_as_found("rm")
-    _, heldout = reward.load_comparisons(comparisons)
-    examples = reward.comparison_examples(comparisons)
+    comparison_set, rm = load_as_found("comparisons"), load_as_found("rm")
+    _, heldout = comparisons.load_comparisons(comparison_set)
+    examples = comparisons.comparison_examples(comparison_set)
     scored = reward.score_pairs(rm.model, rm.tokenizer, heldout)
-    table = reward.ceiling_analysis(scored, examples)
+    table = reward_diagnostics.ceiling_analysis(scored, examples)
 
-    agreement = comparisons.metrics.get("labeler_agreement", float("nan"))
-    print(f"RM ceiling on the held-out rankings of {comparisons.path} ({len(heldout)} prompts, "
+    agreement = comparison_set.metrics.get("labeler_agreement", float("nan"))
+    print(f"RM ceiling on the held-out rankings of {comparison_set.path} ({len(heldout)} prompts, "
           f"{len(scored.pairs)} labeler pairs), rm from {rm.path}")
     print("gold_ties: share of pairs the gold labeler scores equal (labeler order = coin flip); "
           "oracle: gold-rubric judge vs the labeler, ties 1/2; rm: RM vs the labeler; "
@@ -59,8 +59,8 @@ def main() -> None:
           f"recorded RM held-out accuracy: {rm.metrics.get('heldout_accuracy', float('nan')):.3f}")
 
     base, sft = load_as_found("base"), load_as_found("sft")
-    probes = {"base": reward.copy_probe(base.model, base.tokenizer, chat=False),
-              "sft": reward.copy_probe(sft.model, sft.tokenizer, chat=True)}
+    probes = {"base": evaluation.copy_probe(base.model, base.tokenizer, chat=False),
+              "sft": evaluation.copy_probe(sft.model, sft.tokenizer, chat=True)}
     chance = probes["sft"]["chance"]
     print(f"copy probe ('Hi! My name is Finn.' -> 'Hi' + name?, {probes['sft']['prompts']} prompts): "
           + "; ".join(f"{name} P(given name) {p['p_name']:.3f}, P(any name) {p['p_any_name']:.3f}, "

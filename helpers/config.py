@@ -21,7 +21,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported only when a device is chosen: it is slow to load
     import torch
 
-PROFILES = ("tiny", "gpu")
+from helpers import profiles
+
+#: The profiles' names (what each one does: ``helpers.profiles``).
+PROFILES = tuple(profiles.PROFILES)
 
 #: The repository root (the folder that holds ``helpers/``, ``notebooks/`` and ``data/``) in a
 #: clone; in an installed wheel (Colab), the site-packages folder that holds ``helpers/``.

@@ -1,5 +1,6 @@
 """Measuring models the way the paper does: gold scores, win rates with confidence intervals,
-and the helpful / honest / harmless breakdown.
+and the helpful / honest / harmless breakdown; and a probe of whether a model copies from its
+prompt (``copy_probe``), the skill most of the world's tasks need.
 
 Everything here takes prompts (``world.Example``) and the responses a model gave, so the same
 functions judge a base model, a few-shot prompted base model, SFT, PPO and PPO-ptx.
@@ -12,7 +13,10 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
-from helpers import labelers
+import torch
+
+from helpers import labelers, world
+from helpers.tokenizer import render_chat
 from helpers.world import Example
 
 # --------------------------------------------------------------------------------------------
@@ -327,3 +331,59 @@ def tax_removed(tax_without: float, tax_with: float) -> float:
     if tax_without <= 0:
         return float("nan")
     return 1.0 - tax_with / tax_without
+
+
+# --------------------------------------------------------------------------------------------
+# Does the model copy from its prompt?
+# --------------------------------------------------------------------------------------------
+
+
+#: The greetings of ``copy_probe``: (what the user says, how the reference answer starts).
+COPY_PROBE_GREETINGS = (("Hi!", "Hi"), ("Hello!", "Hello"), ("Good morning!", "Good morning"))
+
+
+@torch.no_grad()
+def copy_probe(model, tokenizer, chat: bool = True, names=None) -> dict:
+    """Can a language model copy a name from its prompt? "Hi! My name is Finn." -> "Hi Finn!".
+
+    For every name and greeting, the prompt introduces the name and the answer is cut right
+    before the reference answer repeats it ("...Hi"); the probe reads the probability of each
+    candidate name (all of ``world.PEOPLE`` by default) as the next word. ``chat=True`` uses the
+    chat template (SFT and PPO models); ``chat=False`` the web's "Question: ...\\nAnswer: ..."
+    form (the base model). Returns means over the prompts:
+
+    * ``p_name``: probability of the name given in the prompt;
+    * ``p_any_name``: probability of any of the candidate names;
+    * ``top1``: share of prompts where the name given is the likeliest candidate;
+    * ``chance``: 1 / number of names, what ``p_name / p_any_name`` and ``top1`` are without copying.
+    """
+    names = list(names or world.PEOPLE)
+    device = next(model.parameters()).device
+    name_ids = [tokenizer(" " + n, add_special_tokens=False)["input_ids"] for n in names]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model.eval()
+    p_name, p_any, top1 = [], [], []
+    for user, greeting in COPY_PROBE_GREETINGS:
+        for form in ("{user} My name is {name}.", "{user} I am {name}."):
+            for given in names:
+                prompt = form.format(user=user, name=given)
+                if chat:  # the answer rendered by the chat template, cut before its EOS
+                    prefix = render_chat(prompt, greeting, tokenizer).removesuffix(tokenizer.eos_token)
+                else:
+                    prefix = f"Question: {prompt}\nAnswer: {greeting}"
+                start = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+                rows = [start + ids for ids in name_ids]
+                width = max(len(r) for r in rows)
+                input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+                logp = torch.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), -1)
+                # log P(name) = sum of its tokens' log-probabilities, each read one position earlier
+                scores = torch.stack([sum(logp[i, len(start) + j - 1, t] for j, t in enumerate(ids))
+                                      for i, ids in enumerate(name_ids)]).exp()
+                k = names.index(given)
+                p_name.append(float(scores[k]))
+                p_any.append(float(scores.sum()))
+                top1.append(float(int(scores.argmax()) == k))
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return {"p_name": mean(p_name), "p_any_name": mean(p_any), "top1": mean(top1),
+            "chance": 1 / len(names), "prompts": len(p_name)}

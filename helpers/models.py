@@ -7,30 +7,31 @@ The tiny models have the architecture of the gpu profile's SmolLM2 (Llama: rotar
 embeddings, RMSNorm, a gated MLP), only far smaller.
 
 Why not GPT-2? Most Instruction World tasks need the model to copy words from the prompt
-(reverse, sort, shorten, greet by name). Measured on our corpus with the same size and
-recipe, a GPT-2 with learned absolute positions had not learned to copy at all after 800
-steps, while the Llama-style model learns it (``benchmarks/base_copying.py``), trains faster
-per step on a CPU and reaches a lower held-out loss. ``architecture="gpt2"`` still builds a
-GPT-2, to compare.
+(reverse, sort, shorten, greet by name). With the same size and recipe, a GPT-2 with learned
+absolute positions learns to copy much more slowly than the Llama-style model, whose rotary positions
+make "the word N tokens back" the same pattern everywhere; the Llama-style model also trains
+faster per step on a CPU (``benchmarks/base_copying.py`` compares them).
+``architecture="gpt2"`` still builds a GPT-2, to compare.
 
 Sizes. The tiny profile must train on a 2-core CPU in minutes, yet be large enough to partly
 learn the Instruction World's tasks (so SFT is imperfect and RLHF has something to improve):
 
 * ``tiny`` (about 1.2M parameters: 4 layers, 4 heads, width 128) is the course's main model.
-  Its pretraining (base stage) takes about 6 minutes on a 2-core CPU.
 * ``big`` (about 5.4x the parameters: 6 layers, 8 heads, width 256), trained on the same corpus
-  for a third as many steps (see ``stages.BASE_BIG_PRETRAIN``), plays GPT-3 175B in "a small
-  aligned model beats a big base model".
+  for fewer steps (``helpers.profiles``), plays GPT-3 175B in "a small aligned model beats a big
+  base model".
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (AutoModelForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM)
 
 ARCHITECTURES = ("llama", "gpt2")
 
@@ -133,6 +134,18 @@ def token_values(value_model, input_ids: torch.Tensor, attention_mask: torch.Ten
     return value_model.score(hidden).squeeze(-1).float()
 
 
+def value_model_from_causal_lm(model):
+    """A value model built from a causal LM's body with a fresh scalar head (no RM available)."""
+    config = copy.deepcopy(model.config)
+    config.num_labels = 1
+    value_model = AutoModelForSequenceClassification.from_config(config)
+    value_model.base_model.load_state_dict(model.base_model.state_dict())
+    with torch.no_grad():
+        value_model.score.weight.zero_()  # values start at 0 rather than at random numbers
+    return value_model.to(next(model.parameters()).device).eval()
+
+
+
 @contextlib.contextmanager
 def quiet_loading():
     """Hide transformers' per-file progress bars and notes while saving or loading a small model
@@ -170,8 +183,6 @@ def load_reward_model(path: str | Path, device: str | torch.device | None = None
 
     Loading prints nothing about the new head: that it starts untrained is the point.
     """
-    from transformers import AutoModelForSequenceClassification
-
     with quiet_loading():  # also silences "score.weight newly initialized": expected here
         model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
     if model.config.pad_token_id is None:

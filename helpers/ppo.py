@@ -29,9 +29,10 @@ right-padded after their first EOS. Every per-token quantity of PPO (log-probs, 
 rewards, advantages) has shape ``(batch, response_length)`` and lines up with the response
 tokens; ``response_mask`` is 1 on the response's real tokens (its EOS included) and 0 on the
 padding after them. The functions below only ever look at the mask, never at a layout, so they
-are also right for masks of any other shape (left padding, for one). For speed, the rollout's
-forward passes and the update's see the sequences packed several to a row without padding
-(``pack_sequences``); that gives the same numbers as the padded batch, up to float rounding.
+are also right for masks of any other shape (left padding, for one). The forward passes that
+read log-probs, values and scores off the models are in ``helpers.logprobs`` (for speed, on the
+sequences packed several to a row without padding: the same numbers, up to float rounding), the
+masked means and variances in ``helpers.masked``.
 
 Two models are trained: the policy (a causal LM) and the value model (a separate network
 initialized from the reward model, as in InstructGPT). Two are frozen: the reference (SFT) and
@@ -47,14 +48,18 @@ import copy
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from helpers.models import last_real_index, position_ids_from_mask, token_values
-from helpers.reward import pooled_scores
+from helpers.generation import generate
+from helpers.labelers import gold_score
+from helpers.logprobs import (pack_sequences, packed_response_logprobs, packed_response_values,
+                              response_logprobs, response_values, sequence_scores)
+from helpers.masked import masked_mean, masked_var, masked_whiten
+from helpers.models import last_real_index
+from helpers.pretrain import next_token_loss
+from helpers.progress import tqdm
 
 # --------------------------------------------------------------------------------------------
 # Settings: every implementation detail has a name
@@ -89,10 +94,9 @@ class PPOConfig:
     score_clip: float | None = None  # clip the (normalized) score to [-c, c]; None: no clipping
     # --- KL penalty -------------------------------------------------------------------------
     # beta. InstructGPT used 0.02 and Stiennon et al. 0.05, with reward models far more accurate
-    # than the tiny profile's (about 66% held-out accuracy against the labelers' 70%). Here, win
-    # rate over SFT by the gold labeler: beta 0 drifted to 7 nats and lost (45%); 0.05 reached
-    # 72% at 1.6 nats; 0.1 ran away late (KL 3-4 nats, 63%); 0.2 gave 72% at about 1 nat, the
-    # safest of them (benchmarks/ppo_rewards.py --runs rm --set kl_coef=...).
+    # than the tiny profile's. A less accurate RM has more errors for the policy to exploit, so it
+    # needs a tighter leash: 0.2 is the value that gains most on the gold labeler without the KL
+    # running away late in the run (the sweep: benchmarks/ppo_rewards.py --runs rm --set kl_coef=...).
     kl_coef: float = 0.2
     kl_estimator: str = "k1"  # "k1": logp - logp_ref; "k3": (r - 1) - log r, r = p_ref / p
     # Adaptive beta (Ziegler et al. 2019) when set: steer the mean KL per response toward this
@@ -142,195 +146,6 @@ class PPOConfig:
             raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
         if self.temperature <= 0:
             raise ValueError("PPO samples with a temperature > 0 (greedy decoding has no log-probs)")
-
-    @classmethod
-    def fast(cls, **changes) -> "PPOConfig":
-        """A smoke run of a few seconds."""
-        return cls(**{**dict(total_episodes=16, batch_size=8, minibatch_size=4, ppo_epochs=2,
-                             max_new_tokens=16, reward_norm_prompts=8), **changes})
-
-
-# --------------------------------------------------------------------------------------------
-# Masked statistics (padding must never count)
-# --------------------------------------------------------------------------------------------
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of ``x`` over the positions where ``mask`` is 1 (over all of them, or along ``dim``)."""
-    mask = mask.to(x.dtype)
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1.0)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
-
-
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of ``x`` over the masked positions (with Bessel's n - 1 by default, as torch.var)."""
-    mask = mask.to(x.dtype)
-    mean = masked_mean(x, mask)
-    squares = masked_mean((x - mean) ** 2, mask)
-    if unbiased:
-        n = mask.sum()
-        squares = squares * n / (n - 1).clamp(min=1.0)
-    return squares
-
-
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``x`` shifted and scaled to mean 0 and variance 1 over the real positions of the whole batch.
-
-    Padding takes no part in the mean or the variance (it would drag both toward its own
-    values) and is set to 0 in the result. Whitening advantages makes the size of a policy step
-    independent of the reward's scale, and centres them: about half of the tokens are pushed
-    up, half down.
-    """
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
-    return (x - mean) * torch.rsqrt(var + eps) * mask.to(x.dtype)
-
-
-# --------------------------------------------------------------------------------------------
-# Forward passes: log-probs of the sampled tokens, values, scores
-# --------------------------------------------------------------------------------------------
-
-
-def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
-                      temperature: float = 1.0, with_entropy: bool = False):
-    """Log-probability of each response token under ``model`` at ``temperature``: (batch, R).
-
-    ``input_ids`` is ``[prompt | response]`` with the response starting at column
-    ``prompt_length``. The logits at column t predict the token at t + 1, so the response's R
-    tokens are predicted by columns prompt_length - 1 ... prompt_length + R - 2.
-
-    The logits are divided by the sampling temperature: the tokens were drawn from
-    softmax(logits / T), so that is the distribution whose probabilities PPO's ratio compares.
-    Using plain logits here would make the ratio differ from 1 before any update.
-
-    With ``with_entropy=True`` also returns the entropy of the whole next-token distribution at
-    every response position (batch, R).
-    """
-    response_ids = input_ids[:, prompt_length:]
-    # Only the last R + 1 columns need the language-model head (a vocabulary-wide matmul).
-    out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask),
-                logits_to_keep=response_ids.size(1) + 1, use_cache=False)
-    logits = out.logits[:, :-1].float() / temperature
-    all_logprobs = F.log_softmax(logits, dim=-1)
-    logprobs = all_logprobs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
-    if not with_entropy:
-        return logprobs
-    entropy = -(all_logprobs.exp() * all_logprobs).sum(-1)
-    return logprobs, entropy
-
-
-def response_values(value_model, input_ids, attention_mask, prompt_length: int) -> torch.Tensor:
-    """V(state before each response token): (batch, R).
-
-    The state before response token t is everything up to token t - 1, whose last position is
-    column prompt_length + t - 1: the same columns whose logits predict the response tokens.
-    """
-    values = token_values(value_model, input_ids, attention_mask)
-    return values[:, prompt_length - 1:-1]
-
-
-def sequence_scores(reward_model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The reward model's score of each row: (batch,). Read at the last real token, or averaged
-    over the answer's tokens if the RM was trained that way (``helpers.reward.POOLINGS``).
-
-    We score the exact tokens that were sampled (decoding to text and re-tokenizing could
-    change them) and find the last real token from the attention mask (not from the pad id: a
-    policy can sample the pad token itself). ``config.reward_offset`` shifts the scores so the
-    demonstrations average 0 (the RM stage sets it), as ``helpers.reward.score`` does.
-    """
-    offset = float(getattr(reward_model.config, "reward_offset", 0.0) or 0.0)
-    return pooled_scores(reward_model, input_ids, attention_mask).float() - offset
-
-
-@dataclass
-class PackedBatch:
-    """The sequences of a padded batch laid end to end, several to a row (``pack_sequences``)."""
-
-    input_ids: torch.Tensor  # (rows, width) sequence after sequence, pad tokens at the end of a row
-    position_ids: torch.Tensor  # (rows, width) 0, 1, 2, ... restarting with every sequence
-    source: torch.Tensor  # (n,) flat position (row * width + column) of the output predicting each
-    #                       real response token of the batch
-    target: tuple  # (batch row, response column) of each of those n tokens in the (B, R) layout
-    tokens: torch.Tensor  # (n,) the response tokens themselves
-    shape: tuple  # (B, R), the layout of the rollout's per-token tensors
-
-
-def pack_sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int) -> PackedBatch:
-    """Pack the real tokens of a ``[prompt | response]`` batch into fewer, fuller rows.
-
-    Why: a padded batch is as wide as its longest prompt plus its longest response, and the
-    responses vary (about 11 tokens, the longest of a batch about 25, in the tiny profile), so
-    about half of what a padded forward and backward pass computes is padding. Packed, the
-    models compute little besides real tokens.
-
-    Each row holds whole sequences one after another (first-fit, longest first, into rows twice
-    as wide as the longest sequence); the position ids restart at 0 with every sequence. Given
-    position ids and no attention mask, transformers' attention lets a token see only the
-    earlier tokens of its own sequence (it reads the sequence boundaries from the position ids:
-    a packed batch). Every token thus gets the output it would get in the padded batch, up to
-    float rounding (``test_packed_sequences_give_the_losses_and_gradients_of_a_padded_batch``).
-    """
-    batch, total_width = attention_mask.shape
-    lengths = attention_mask.sum(1).tolist()
-    width = 2 * max(lengths)
-    row_of, start_of, room = {}, {}, []  # room: free columns left in each packed row
-    for i in sorted(range(batch), key=lambda i: -lengths[i]):
-        row = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
-        if row is None:
-            row = len(room)
-            room.append(width)
-        row_of[i], start_of[i] = row, width - room[row]
-        room[row] -= lengths[i]
-
-    device = input_ids.device
-    ids = torch.zeros((len(room), width), dtype=input_ids.dtype, device=device)  # unused columns: any token
-    positions = torch.zeros_like(ids)
-    source, rows, columns = [], [], []
-    for i in range(batch):
-        real_columns = attention_mask[i].nonzero().squeeze(1)
-        n, row, start = len(real_columns), row_of[i], start_of[i]
-        ids[row, start:start + n] = input_ids[i, real_columns]
-        positions[row, start:start + n] = torch.arange(n, device=device)
-        # The k-th real token of the sequence is predicted by the output at packed column
-        # start + k - 1; the response's tokens are those in columns >= prompt_length.
-        k = torch.arange(n, device=device)
-        response = real_columns >= prompt_length
-        source.append(row * width + start + k[response] - 1)
-        rows.append(torch.full_like(k[response], i))
-        columns.append(real_columns[response] - prompt_length)
-    rows, columns = torch.cat(rows), torch.cat(columns)
-    return PackedBatch(input_ids=ids, position_ids=positions, source=torch.cat(source), target=(rows, columns),
-                       tokens=input_ids[rows, columns + prompt_length],
-                       shape=(batch, total_width - prompt_length))
-
-
-def _packed_hidden(model, packed: PackedBatch) -> torch.Tensor:
-    """The transformer's last hidden state at every packed source position: (n, width)."""
-    # No attention mask: transformers then finds the packed sequences from the position ids.
-    hidden = model.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                              use_cache=False).last_hidden_state
-    return hidden.flatten(0, 1)[packed.source]
-
-
-def _unpack(values: torch.Tensor, packed: PackedBatch) -> torch.Tensor:
-    """(n,) numbers of the real response tokens -> (B, R), 0 on padding."""
-    return values.new_zeros(packed.shape).index_put(packed.target, values)
-
-
-def packed_response_logprobs(model, packed: PackedBatch, temperature: float = 1.0, with_entropy: bool = False):
-    """``response_logprobs`` on a packed batch: the same (B, R) numbers, 0 on padding."""
-    logits = model.get_output_embeddings()(_packed_hidden(model, packed)).float() / temperature
-    all_logprobs = F.log_softmax(logits, dim=-1)
-    logprobs = _unpack(all_logprobs.gather(-1, packed.tokens[:, None]).squeeze(-1), packed)
-    if not with_entropy:
-        return logprobs
-    return logprobs, _unpack(-(all_logprobs.exp() * all_logprobs).sum(-1), packed)
-
-
-def packed_response_values(value_model, packed: PackedBatch) -> torch.Tensor:
-    """``response_values`` on a packed batch: the same (B, R) numbers, 0 on padding."""
-    return _unpack(value_model.score(_packed_hidden(value_model, packed)).squeeze(-1).float(), packed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,8 +257,6 @@ def ppo_ptx_loss(policy_loss: torch.Tensor, value_loss: torch.Tensor, ptx_logits
     pretraining loss (``next_token_loss``: shifted by one, mean over real target tokens) of a
     batch of web text. ptx_coef = 0 is plain PPO.
     """
-    from helpers.pretrain import next_token_loss
-
     loss = policy_loss + vf_coef * value_loss
     if ptx_coef == 0:
         return loss
@@ -518,8 +331,6 @@ def sample_responses(policy, tokenizer, examples: list, config: PPOConfig, seed:
     in eval mode, every response truncated after its first EOS (later columns are padding), and
     the token ids and masks returned alongside the text.
     """
-    from helpers.generation import generate
-
     device = next(policy.parameters()).device
     texts, d = generate(policy, tokenizer, [e.prompt for e in examples], max_new_tokens=config.max_new_tokens,
                         temperature=config.temperature, chat=True, seed=seed,
@@ -571,8 +382,6 @@ def gold_reward(examples: list, responses: list[str]) -> list[float]:
     """The gold labeler's score as a reward function (``reward_fn=gold_reward``): PPO against the
     "true" preferences instead of a learned reward model, the comparison that shows
     overoptimization."""
-    from helpers.labelers import gold_score
-
     return [gold_score(e, r) for e, r in zip(examples, responses)]
 
 
@@ -709,6 +518,48 @@ def masked_max_abs(x: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# Models for a run
+# --------------------------------------------------------------------------------------------
+
+
+def value_model_from(reward_model):
+    """A trainable copy of the reward model to serve as the value model (InstructGPT's choice).
+
+    Starting from the RM, the value model already knows what a good response looks like; a
+    fresh head would start with random values and slow the first iterations down.
+    """
+    value_model = copy.deepcopy(reward_model)
+    for p in value_model.parameters():
+        p.requires_grad_(True)
+    return value_model.eval()
+
+
+@dataclass
+class PPOModels:
+    """The four models of a PPO run, and the tokenizer they share."""
+
+    policy: object  # trained: starts as a copy of the SFT model
+    reference: object  # frozen: the SFT model itself, the KL anchor
+    value_model: object  # trained: starts as a copy of the reward model
+    reward_model: object  # frozen
+    tokenizer: object
+
+
+def prepare_models(sft, rm) -> PPOModels:
+    """The models of a PPO run from the "sft" and "rm" artifacts (``load_or_train``).
+
+    The policy is a trainable copy of the SFT model, which itself stays frozen as the reference;
+    the value model is a trainable copy of the reward model (``value_model_from``).
+    """
+    reference = sft.model
+    policy = copy.deepcopy(reference)
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    return PPOModels(policy=policy, reference=reference, value_model=value_model_from(rm.model),
+                     reward_model=rm.model, tokenizer=sft.tokenizer)
+
+
+# --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
 
@@ -725,29 +576,19 @@ def _prompt_batches(prompts: Sequence, batch_size: int, seed: int) -> Iterator[l
             yield [prompts[order[i % len(order)]] for i in range(batch_size)]
 
 
-def pretraining_batches(tokenizer, texts: Sequence[str], batch_size: int = 8, seq_len: int = 128,
-                        seed: int = 0) -> Iterator[torch.Tensor]:
-    """Endless (batch_size, seq_len) blocks of packed pretraining text, for PPO-ptx."""
-    from helpers.pretrain import pack_corpus
-
-    blocks = pack_corpus(tokenizer, list(texts), seq_len)
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(blocks.size(0), generator=generator)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield blocks[order[start:start + batch_size]]
-
-
-def train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts: list, config: PPOConfig,
+def train_ppo(models: PPOModels, prompts: list, config: PPOConfig,
               callback: Callable[[int, dict], None] | None = None, progress: bool = True, *,
               reward_fn: Callable | None = None, gold_fn: Callable | None = None,
               ptx_batches: Iterator | None = None) -> dict:
-    """Train ``policy`` and ``value_model`` in place with PPO; return the history (dict of lists).
+    """Train ``models.policy`` and ``models.value_model`` in place with PPO; return the history
+    (dict of lists).
 
-    policy: causal LM to train (start: a copy of the SFT model); reference: the frozen SFT
-    model; value_model: a sequence classifier with one label (start: a copy of the reward
-    model, see ``value_model_from``); reward_model: the frozen RM, or None with
-    ``reward_fn(examples, responses) -> list[float]`` instead. prompts: world ``Example``s.
+    models: the run's four models and their tokenizer (``prepare_models``): the policy to train
+    (start: a copy of the SFT model), the frozen reference (the SFT model), the value model (a
+    sequence classifier with one label; start: a copy of the reward model, see
+    ``value_model_from``) and the frozen reward model, which ``reward_fn(examples, responses) ->
+    list[float]`` replaces when given (``models.reward_model`` may then be None). prompts: world
+    ``Example``s.
     gold_fn(example, response) -> float: if given, the gold score of every rollout response is
     logged (free: the responses exist anyway). ptx_batches: an iterator of token blocks
     (``pretraining_batches``), needed when ``config.ptx_coef > 0``.
@@ -755,11 +596,11 @@ def train_ppo(policy, reference, value_model, reward_model, tokenizer, prompts: 
     callback(iteration, stats) runs after every iteration (stats: this iteration's numbers and
     a few samples), e.g. to redraw a live dashboard.
     """
-    from helpers.progress import tqdm
-
+    policy, reference, value_model, tokenizer = models.policy, models.reference, models.value_model, models.tokenizer
+    reward_model = None if reward_fn is not None else models.reward_model
     config.validate()
     if config.ptx_coef > 0 and ptx_batches is None:
-        raise ValueError("ptx_coef > 0 needs ptx_batches (see pretraining_batches)")
+        raise ValueError("ptx_coef > 0 needs ptx_batches (see pretrain.pretraining_batches)")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     scorer = Scorer(reward_model, reward_fn)
@@ -866,204 +707,3 @@ def _timed(seconds: dict, name: str):
     start = time.perf_counter()
     yield
     seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
-
-
-# --------------------------------------------------------------------------------------------
-# Models for a run
-# --------------------------------------------------------------------------------------------
-
-
-def value_model_from(reward_model):
-    """A trainable copy of the reward model to serve as the value model (InstructGPT's choice).
-
-    Starting from the RM, the value model already knows what a good response looks like; a
-    fresh head would start with random values and slow the first iterations down.
-    """
-    value_model = copy.deepcopy(reward_model)
-    for p in value_model.parameters():
-        p.requires_grad_(True)
-    return value_model.eval()
-
-
-def value_model_from_causal_lm(model):
-    """A value model built from a causal LM's body with a fresh scalar head (no RM available)."""
-    from transformers import AutoModelForSequenceClassification
-
-    config = copy.deepcopy(model.config)
-    config.num_labels = 1
-    value_model = AutoModelForSequenceClassification.from_config(config)
-    value_model.base_model.load_state_dict(model.base_model.state_dict())
-    with torch.no_grad():
-        value_model.score.weight.zero_()  # values start at 0 rather than at random numbers
-    return value_model.to(next(model.parameters()).device).eval()
-
-
-@dataclass
-class PPOModels:
-    """The four models of a PPO run, and the tokenizer they share."""
-
-    policy: object  # trained: starts as a copy of the SFT model
-    reference: object  # frozen: the SFT model itself, the KL anchor
-    value_model: object  # trained: starts as a copy of the reward model
-    reward_model: object  # frozen
-    tokenizer: object
-
-
-def prepare_models(sft, rm) -> PPOModels:
-    """The models of a PPO run from the "sft" and "rm" artifacts (``load_or_train``).
-
-    The policy is a trainable copy of the SFT model, which itself stays frozen as the reference;
-    the value model is a trainable copy of the reward model (``value_model_from``).
-    """
-    reference = sft.model
-    policy = copy.deepcopy(reference)
-    for p in policy.parameters():
-        p.requires_grad_(True)
-    return PPOModels(policy=policy, reference=reference, value_model=value_model_from(rm.model),
-                     reward_model=rm.model, tokenizer=sft.tokenizer)
-
-
-# --------------------------------------------------------------------------------------------
-# The "ppo" and "ppo_ptx" stages: load_or_train("ppo")
-# --------------------------------------------------------------------------------------------
-
-#: PPO-ptx's pretraining-loss weight in the tiny profile. InstructGPT's gamma = 27.8 goes with
-#: its own loss scaling; here both losses are per-token means, and 1.0 makes the pretraining
-#: loss pull about as hard as the policy loss.
-PTX_COEF = 1.0
-#: The paper's alternative to ptx: a larger KL coefficient instead of the pretraining loss.
-HIGH_BETA = 0.5
-
-
-def ppo_stage_settings(run) -> dict:
-    """Settings of the "ppo" stage for a profile and fast mode: PPOConfig's fields and the prompts."""
-    if run.fast:
-        config = PPOConfig.fast()
-    elif run.profile == "gpu":
-        # a 135M pretrained model: smaller steps, longer answers, more episodes
-        config = PPOConfig(total_episodes=8192, max_new_tokens=64, learning_rate=1e-6,
-                           value_learning_rate=1e-5)
-    else:
-        config = PPOConfig()
-    config.seed = run.seed
-    return {**asdict(config), "prompt_seed": run.seed, "n_prompts": 64 if run.fast else None,
-            "ptx_seq_len": 64 if run.fast else 128, "ptx_docs": 300 if run.fast else None}
-
-
-def ppo_ptx_stage_settings(run) -> dict:
-    """Settings of the "ppo_ptx" stage: the "ppo" settings plus the pretraining loss."""
-    return {**ppo_stage_settings(run), "ptx_coef": PTX_COEF}
-
-
-def ppo_high_beta_stage_settings(run) -> dict:
-    """Settings of the "ppo_high_beta" stage: the "ppo" settings with beta = HIGH_BETA."""
-    return {**ppo_stage_settings(run), "kl_coef": HIGH_BETA}
-
-
-def config_and_prompts(settings: dict) -> tuple[PPOConfig, list]:
-    """The PPOConfig and the training prompts of a stage's settings (``ppo_stage_settings``)."""
-    from helpers import world
-
-    config = PPOConfig(**{k: settings[k] for k in PPOConfig.__dataclass_fields__})
-    return config, world.prompts("ppo", seed=settings["prompt_seed"], n=settings["n_prompts"])
-
-
-def train_ppo_stage(config: dict, inputs: dict, out_dir: Path) -> dict:
-    """Train PPO from the "sft" and "rm" artifacts into ``out_dir``; return metrics.
-
-    The policy starts as a copy of the SFT model, which also stays frozen as the reference; the
-    value model starts as a copy of the RM. The policy and its tokenizer are saved with
-    ``save_pretrained`` (the value model is not needed after training), the curves as
-    history.json.
-    """
-    from helpers import labelers, world
-
-    models = prepare_models(inputs["sft"], inputs["rm"])
-    policy, tokenizer = models.policy, models.tokenizer
-    ppo_config, prompts = config_and_prompts(config)
-    ptx_batches = None
-    if ppo_config.ptx_coef > 0:
-        texts = world.pretraining_corpus(seed=config["prompt_seed"], n_docs=config["ptx_docs"])
-        ptx_batches = pretraining_batches(tokenizer, texts, ppo_config.ptx_batch_size,
-                                          config["ptx_seq_len"], seed=ppo_config.seed)
-    history = train_ppo(policy, models.reference, models.value_model, models.reward_model, tokenizer, prompts,
-                        ppo_config, progress=True, gold_fn=labelers.gold_score, ptx_batches=ptx_batches)
-    return save_policy(policy, tokenizer, history, out_dir)
-
-
-def save_policy(policy, tokenizer, history: dict, out_dir: Path) -> dict:
-    """Save a trained policy, its tokenizer and its curves (history.json) into ``out_dir``, as
-    the PPO stages keep them; return the stage's metrics (from ``history``)."""
-    import json
-
-    from helpers.models import quiet_loading
-
-    with quiet_loading():
-        policy.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "history.json").write_text(json.dumps(history))
-    last = max(1, len(history["score"]) // 10)  # the last tenth of the run
-
-    def tail(name: str) -> float:
-        return sum(history[name][-last:]) / last
-
-    return {"score_start": history["score"][0], "score_end": tail("score"),
-            "gold_start": history["gold"][0], "gold_end": tail("gold"),
-            "kl_end": tail("kl"), "response_length_end": tail("response_length"),
-            "episodes": history["episodes"][-1],
-            "seconds": round(sum(sum(v) for k, v in history.items() if k.startswith("time_")), 1)}
-
-
-def keep_as_stage(policy, tokenizer, history: dict, config: PPOConfig, run) -> bool:
-    """Keep a policy trained with ``train_ppo`` in a notebook as the "ppo" artifact, so that
-    ``load_or_train("ppo")`` (notebook 06) loads it instead of training the same run again.
-    Only a run with the "ppo" stage's settings for ``run`` (a ``config.Settings``) is kept."""
-    from dataclasses import asdict
-
-    from helpers import stages
-
-    settings = {**ppo_stage_settings(run), **asdict(config)}
-    return stages.keep_trained("ppo", lambda folder: save_policy(policy, tokenizer, history, folder), settings)
-
-
-def load_ppo_stage(path: Path, info: dict):
-    """The trained policy and its tokenizer."""
-    from helpers.stages import load_lm_artifact
-
-    return load_lm_artifact(path, info)
-
-
-def ppo_estimate(config: dict, run) -> str:
-    if run.fast:
-        return "a few seconds, fast mode"
-    from helpers import speed
-
-    return f"{config['total_episodes']} episodes, " + (
-        speed.estimate("ppo_ptx_episode" if config["ptx_coef"] > 0 else "ppo_episode",
-                       config["total_episodes"]) or "minutes on a GPU")
-
-
-def _register() -> None:
-    from helpers.stages import register_stage
-
-    register_stage("ppo", ppo_stage_settings, train_ppo_stage, load_ppo_stage, requires=("sft", "rm"),
-                   version="1", estimate_fn=ppo_estimate)
-    register_stage("ppo_ptx", ppo_ptx_stage_settings, train_ppo_stage, load_ppo_stage,
-                   requires=("sft", "rm"), version="1", estimate_fn=ppo_estimate)
-    register_stage("ppo_high_beta", ppo_high_beta_stage_settings, train_ppo_stage, load_ppo_stage,
-                   requires=("sft", "rm"), version="1", estimate_fn=ppo_estimate)
-
-
-_register()
-
-
-__all__ = [
-    "PPOConfig", "masked_mean", "masked_var", "masked_whiten", "last_real_index", "response_logprobs",
-    "PackedBatch", "pack_sequences", "packed_response_logprobs", "packed_response_values",
-    "token_values", "response_values", "sequence_scores", "per_token_kl", "token_rewards", "gae",
-    "clipped_policy_loss", "clipped_value_loss", "ppo_ptx_loss", "explained_variance", "AdaptiveKLController",
-    "FixedKLController", "Rollout", "sample_responses", "Scorer", "gold_reward", "evaluate_rollout", "make_optimizer",
-    "ppo_update", "pretraining_batches", "train_ppo", "value_model_from", "value_model_from_causal_lm",
-    "PPOModels", "prepare_models", "config_and_prompts", "PTX_COEF", "HIGH_BETA", "ppo_stage_settings",
-    "ppo_ptx_stage_settings", "ppo_high_beta_stage_settings", "train_ppo_stage", "load_ppo_stage", "ppo_estimate",
-]

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from helpers.config import seed_everything
+from helpers.progress import tqdm
 
 
 def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -39,8 +43,8 @@ def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mas
 
 @dataclass
 class PretrainConfig:
-    """One pretraining run. The defaults are the tiny profile's full run (about 3 minutes on a
-    2-core CPU for the tiny model)."""
+    """One pretraining run. The course's runs take their length and size from the profile
+    (``helpers.profiles``); the defaults here are a short run of the tiny model."""
 
     steps: int = 800
     batch_size: int = 16  # blocks per step
@@ -53,11 +57,6 @@ class PretrainConfig:
     seed: int = 0
     eval_every: int = 100  # steps between held-out evaluations
     heldout_share: float = 0.02  # share of the documents held out when no held-out text is given
-
-    @classmethod
-    def fast(cls) -> "PretrainConfig":
-        """A smoke run: a handful of steps."""
-        return cls(steps=12, batch_size=8, seq_len=64, warmup=2, eval_every=6)
 
     def validate(self) -> None:
         """Refuse a run that cannot train, naming the setting: 0 steps or blocks would divide by
@@ -95,6 +94,17 @@ def pack_corpus(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
     if n_blocks == 0:
         raise ValueError(f"The texts make {len(stream)} tokens, fewer than one block of {seq_len}.")
     return torch.tensor(stream[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)
+
+
+def pretraining_batches(tokenizer, texts: Sequence[str], batch_size: int = 8, seq_len: int = 128,
+                        seed: int = 0) -> Iterator[torch.Tensor]:
+    """Endless (batch_size, seq_len) blocks of packed pretraining text, for PPO-ptx."""
+    blocks = pack_corpus(tokenizer, list(texts), seq_len)
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(blocks.size(0), generator=generator)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            yield blocks[order[start:start + batch_size]]
 
 
 def cosine_with_warmup(step: int, cfg: PretrainConfig) -> float:
@@ -165,9 +175,7 @@ def pretrain(model, tokenizer, texts: list[str], cfg: PretrainConfig, progress: 
     Returns a dict of lists ``step``, ``train_loss``, ``eval_step``, ``heldout_loss`` and the
     numbers ``tokens_per_second`` (training only), ``seconds`` (all), ``tokens_seen``.
     """
-    from helpers.progress import tqdm
 
-    from helpers.config import seed_everything
 
     cfg.validate()
     seed_everything(cfg.seed)

@@ -22,8 +22,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from helpers.labelers import Ranking, preference_pairs
-from helpers.models import last_real_index, token_values
+from helpers.config import device
+from helpers.models import last_real_index, load_reward_model, quiet_loading, token_values
+from helpers.progress import tqdm
+from helpers.rankings import Ranking
+from helpers.sft import conversation, no_activation_checkpointing, scratch_dir, trainer_defaults
+from helpers.tokenizer import ASSISTANT
 
 # --------------------------------------------------------------------------------------------
 # The loss
@@ -34,7 +38,7 @@ def ranking_loss(rewards: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.T
     """Loss of one prompt's ranking: the mean of -log sigmoid(r_w - r_l) over its pairs.
 
     rewards: (K,) the RM's scores of the K responses; pairs: (winner, loser) indices, e.g. from
-    ``labelers.preference_pairs``. Dividing by the number of pairs (C(K, 2) without ties) keeps a
+    ``rankings.preference_pairs``. Dividing by the number of pairs (C(K, 2) without ties) keeps a
     prompt with many responses from outweighing the others.
     """
     if not pairs:
@@ -68,8 +72,6 @@ def rm_accuracy(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor) ->
 
 
 def _encode_pairs(tokenizer, prompts: list[str], responses: list[str], max_length: int):
-    from helpers.sft import conversation
-
     texts = [tokenizer.apply_chat_template(conversation(p, r), tokenize=False)
              for p, r in zip(prompts, responses)]
     return tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
@@ -94,8 +96,6 @@ def set_pooling(model, tokenizer, pooling: str) -> None:
     """Record in the model's config how it scores, so every later user (PPO too) does the same."""
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
-    from helpers.tokenizer import ASSISTANT
-
     model.config.reward_pooling = pooling
     model.config.answer_start_token_id = tokenizer.convert_tokens_to_ids(ASSISTANT)
 
@@ -153,10 +153,6 @@ class RMSettings:
     pooling: str = "mean"  # see POOLINGS; "last" is the paper's
     seed: int = 0
 
-    @classmethod
-    def fast(cls) -> "RMSettings":
-        return cls(prompts_per_batch=4, pairs_per_batch=24)
-
 
 @dataclass
 class RMHistory:
@@ -189,11 +185,8 @@ def _shuffled_pair_batches(rankings: list[Ranking], settings: RMSettings, rng: r
 def train_reward_model(model, tokenizer, rankings: list[Ranking], settings: RMSettings,
                        progress: bool = True) -> RMHistory:
     """Train ``model`` (a sequence classifier with one label) on rankings, in place."""
-    from helpers.progress import tqdm
-
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
-    device = next(model.parameters()).device
     set_pooling(model, tokenizer, settings.pooling)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
@@ -237,6 +230,18 @@ def train_reward_model(model, tokenizer, rankings: list[Ranking], settings: RMSe
     model.eval()
     history.seconds = time.perf_counter() - started
     return history
+
+
+def train_reward_stage(rankings: list[Ranking], heldout: list[Ranking], sft_path, tokenizer,
+                       settings: RMSettings, progress: bool = True):
+    """An RM initialized from the SFT model and trained on rankings: (model, metrics, history)."""
+    torch.manual_seed(settings.seed)
+    model = load_reward_model(sft_path, device())
+    history = train_reward_model(model, tokenizer, rankings, settings, progress=progress)
+    metrics = {"heldout_accuracy": heldout_accuracy(model, tokenizer, heldout),
+               "train_accuracy": history.accuracy[-1] if history.accuracy else None,
+               "seconds": round(history.seconds, 1), "responses_read": history.responses_read}
+    return model, metrics, history
 
 
 def set_demonstration_offset(model, tokenizer, prompts: list[str], responses: list[str]) -> float:
@@ -289,170 +294,6 @@ def heldout_accuracy(model, tokenizer, rankings: list[Ranking]) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# How far can an RM get? Gold ties, the oracle ceiling, and a copy probe
-# --------------------------------------------------------------------------------------------
-
-
-def ceiling_analysis(scored: ScoredPairs, examples: dict, tie_margin: float = 1e-9):
-    """Per task family (and "all"): how much of the held-out accuracy any model could get.
-
-    ``scored`` comes from ``score_pairs(model, tokenizer, heldout)``, ``examples`` from
-    ``comparison_examples(artifact)`` (prompt id -> world.Example: the gold labeler needs it).
-    A pair is a *gold tie* when the gold labeler scores both responses the same (within
-    ``tie_margin``; e.g. two equally brief wrong answers): the labeler's order is then a coin
-    flip. Columns:
-
-    * ``pairs``: labeler preference pairs; ``gold_ties``: share of them that are gold ties;
-    * ``oracle``: accuracy of a judge that scores with the gold rubric (a gold tie counts 1/2);
-    * ``rm``: the RM's accuracy against the labeler (as ``rm_accuracy``: an RM tie is wrong);
-    * ``rm_nontied``: the RM's accuracy against the labeler on the pairs that are not gold ties;
-    * ``rm_nontied_vs_gold``: on those pairs, how often the RM orders them as the gold labeler does.
-
-    Shares are NaN where a family has no pairs (or no non-tied pairs).
-    """
-    import pandas as pd
-
-    from helpers import world
-    from helpers.labelers import gold_score
-
-    counts: dict[str, list[float]] = {}  # pairs, ties, oracle, rm, rm non-tied, rm vs gold non-tied
-    for (ranking, w, l), chosen, rejected in zip(scored.pairs, scored.chosen.tolist(),
-                                                 scored.rejected.tolist()):
-        example = examples[ranking.prompt_id]
-        gold_w, gold_l = gold_score(example, ranking.responses[w]), gold_score(example, ranking.responses[l])
-        tied = abs(gold_w - gold_l) <= tie_margin
-        rm_right = chosen > rejected
-        rm_as_gold = (chosen > rejected) if gold_w > gold_l else (rejected > chosen)
-        row = [1, tied, 0.5 if tied else float(gold_w > gold_l), rm_right,
-               0 if tied else rm_right, 0 if tied else rm_as_gold]
-        for key in (ranking.family, "all"):
-            counts[key] = [a + float(b) for a, b in zip(counts.get(key, [0.0] * 6), row)]
-    counts.setdefault("all", [0.0] * 6)
-    share = lambda x, n: x / n if n else math.nan  # noqa: E731
-    order = [f for f in world.FAMILIES if f in counts] + sorted(set(counts) - set(world.FAMILIES) - {"all"})
-    rows = []
-    for family in order + ["all"]:
-        n, ties, oracle, rm, rm_nt, rm_gold = counts[family]
-        rows.append({"family": family, "pairs": int(n), "gold_ties": share(ties, n),
-                     "oracle": share(oracle, n), "rm": share(rm, n),
-                     "rm_nontied": share(rm_nt, n - ties), "rm_nontied_vs_gold": share(rm_gold, n - ties)})
-    return pd.DataFrame(rows).set_index("family")
-
-
-def difference_kind(example, first: str, second: str, tie_margin: float = 1e-9) -> str:
-    """What the gold labeler sees differ between two answers to ``example``.
-
-    * ``"gold tie"``: the same gold score (the labeler's order is a coin flip);
-    * ``"correctness"``: one is right and the other is not, or one answers and the other asks a
-      question, refuses or says "I don't know" (anything but brevity);
-    * ``"brevity only"``: both equally right, and one is padded or longer.
-    """
-    from helpers.labelers import gold_grade
-
-    return _kind_of_grades(gold_grade(example, first), gold_grade(example, second), tie_margin)
-
-
-def _kind_of_grades(a, b, tie_margin: float = 1e-9) -> str:
-    if abs(a.score - b.score) <= tie_margin:
-        return "gold tie"
-    same = (a.correct, a.follows, a.refused, a.said_dont_know, a.harmless) == \
-        (b.correct, b.follows, b.refused, b.said_dont_know, b.harmless)
-    return "brevity only" if same else "correctness"
-
-
-def accuracy_by_difference(scored: ScoredPairs, examples: dict, second: dict | None = None):
-    """The held-out accuracy split by what differs between the two answers (``difference_kind``).
-
-    Columns: ``pairs``; ``rm``, the reward model's agreement with the labeler; ``gold``, the
-    gold labeler's; and, with ``second`` (prompt id -> another labeler's Ranking of the same
-    answers), ``second_labeler``: how often that labeler orders the pair as the first did.
-    """
-    import pandas as pd
-
-    from helpers.labelers import gold_grade
-
-    kinds = ("brevity only", "correctness", "gold tie")
-    counts = {k: [0, 0, 0, 0] for k in kinds}  # pairs, rm right, gold right, second right
-    for (ranking, w, l), chosen, rejected in zip(scored.pairs, scored.chosen.tolist(), scored.rejected.tolist()):
-        example = examples[ranking.prompt_id]
-        grade_w, grade_l = gold_grade(example, ranking.responses[w]), gold_grade(example, ranking.responses[l])
-        other = second.get(ranking.prompt_id) if second else None
-        row = [1, chosen > rejected, grade_w.score > grade_l.score, bool(other) and other.ranks[w] < other.ranks[l]]
-        kind = _kind_of_grades(grade_w, grade_l)
-        counts[kind] = [a + int(b) for a, b in zip(counts[kind], row)]
-    rows = []
-    for kind in kinds:
-        n, rm, gold, other = counts[kind]
-        row = {"kind": kind, "pairs": n, "rm": rm / n if n else math.nan, "gold": gold / n if n else math.nan}
-        if second is not None:
-            row["second_labeler"] = other / n if n else math.nan
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("kind")
-
-
-#: The greetings of ``copy_probe``: (what the user says, how the reference answer starts).
-COPY_PROBE_GREETINGS = (("Hi!", "Hi"), ("Hello!", "Hello"), ("Good morning!", "Good morning"))
-
-
-@torch.no_grad()
-def copy_probe(model, tokenizer, chat: bool = True, names=None) -> dict:
-    """Can a language model copy a name from its prompt? "Hi! My name is Finn." -> "Hi Finn!".
-
-    For every name and greeting, the prompt introduces the name and the answer is cut right
-    before the reference answer repeats it ("...Hi"); the probe reads the probability of each
-    candidate name (all of ``world.PEOPLE`` by default) as the next word. ``chat=True`` uses the
-    chat template (SFT and PPO models); ``chat=False`` the web's "Question: ...\\nAnswer: ..."
-    form (the base model). Returns means over the prompts:
-
-    * ``p_name``: probability of the name given in the prompt;
-    * ``p_any_name``: probability of any of the candidate names;
-    * ``top1``: share of prompts where the name given is the likeliest candidate;
-    * ``chance``: 1 / number of names, what ``p_name / p_any_name`` and ``top1`` are without copying.
-    """
-    from helpers import world
-    from helpers.tokenizer import render_chat
-
-    names = list(names or world.PEOPLE)
-    device = next(model.parameters()).device
-    name_ids = [tokenizer(" " + n, add_special_tokens=False)["input_ids"] for n in names]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model.eval()
-    p_name, p_any, top1 = [], [], []
-    for user, greeting in COPY_PROBE_GREETINGS:
-        for form in ("{user} My name is {name}.", "{user} I am {name}."):
-            for given in names:
-                prompt = form.format(user=user, name=given)
-                if chat:  # the answer rendered by the chat template, cut before its EOS
-                    prefix = render_chat(prompt, greeting, tokenizer).removesuffix(tokenizer.eos_token)
-                else:
-                    prefix = f"Question: {prompt}\nAnswer: {greeting}"
-                start = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-                rows = [start + ids for ids in name_ids]
-                width = max(len(r) for r in rows)
-                input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
-                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-                logp = torch.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), -1)
-                # log P(name) = sum of its tokens' log-probabilities, each read one position earlier
-                scores = torch.stack([sum(logp[i, len(start) + j - 1, t] for j, t in enumerate(ids))
-                                      for i, ids in enumerate(name_ids)]).exp()
-                k = names.index(given)
-                p_name.append(float(scores[k]))
-                p_any.append(float(scores.sum()))
-                top1.append(float(int(scores.argmax()) == k))
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    return {"p_name": mean(p_name), "p_any_name": mean(p_any), "top1": mean(top1),
-            "chance": 1 / len(names), "prompts": len(p_name)}
-
-
-__all__ = ["ranking_loss", "pairwise_accuracy", "rm_accuracy", "score", "score_pairs", "raw_scores",
-           "RMSettings", "train_reward_model", "set_demonstration_offset", "heldout_accuracy",
-           "POOLINGS", "pooling_of", "set_pooling", "answer_mask", "pooled_scores",
-           "preference_pairs", "preference_dataset", "train_with_trl", "ceiling_analysis", "copy_probe",
-           "sample_for_ranking", "rank_with_team",
-           "difference_kind", "accuracy_by_difference"]
-
-
-# --------------------------------------------------------------------------------------------
 # The library route: TRL's RewardTrainer on the same rankings
 # --------------------------------------------------------------------------------------------
 
@@ -467,8 +308,6 @@ def preference_dataset(rankings: list[Ranking]):
     rows, and the trainer shuffles them as if independent.
     """
     from datasets import Dataset
-
-    from helpers.sft import conversation
 
     rows = []
     for r in rankings:
@@ -495,16 +334,13 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import RewardConfig, RewardTrainer
 
-    from helpers.config import device
-    from helpers.models import quiet_loading
-    from helpers.sft import _scratch_dir, no_activation_checkpointing, trainer_defaults
 
     settings = settings or RMSettings()
     history = RMHistory()
     train_data = preference_dataset(rankings)
     steps = math.ceil(len(train_data) / settings.pairs_per_batch) * settings.epochs
     config = RewardConfig(
-        output_dir=str(_scratch_dir()),
+        output_dir=str(scratch_dir()),
         num_train_epochs=settings.epochs,
         per_device_train_batch_size=settings.pairs_per_batch,
         learning_rate=settings.learning_rate,
@@ -523,8 +359,6 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
         """One tqdm bar and the curves, instead of the trainer's printed log dicts."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            from helpers.progress import tqdm
-
             self.bar = tqdm(total=state.max_steps, desc="reward model (TRL RewardTrainer)",
                             disable=not progress)
             self.correct = 0.0
@@ -560,179 +394,3 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
                "train_accuracy": history.accuracy[-1] if history.accuracy else None,
                "seconds": round(history.seconds, 1), "responses_read": history.responses_read}
     return model, metrics, history
-
-
-# --------------------------------------------------------------------------------------------
-# Stage "comparisons": K samples per prompt from the SFT model, ranked by simulated labelers
-# --------------------------------------------------------------------------------------------
-
-COMPARISONS_TRAIN = "rankings_train.jsonl"
-COMPARISONS_HELDOUT = "rankings_heldout.jsonl"
-
-
-def sample_for_ranking(model, tokenizer, examples, k: int = 4, temperature: float = 1.0,
-                       max_new_tokens: int = 48, seed: int = 0, progress: bool = True):
-    """K responses per prompt, sampled at temperature 1 as in the paper: (example, responses)."""
-    from helpers import generation
-
-    prompts = [e.prompt for e in examples for _ in range(k)]
-    texts = generation.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                temperature=temperature, seed=seed, progress=progress)
-    return [(e, texts[i * k:(i + 1) * k]) for i, e in enumerate(examples)]
-
-
-def rank_with_team(items, team, start: int = 0) -> list[Ranking]:
-    """Rankings of ``items`` ((example, responses) pairs, as ``sample_for_ranking`` returns),
-    shared out in turn: labeler ``(start + i) % len(team)`` ranks item ``i``, one labeler per
-    prompt. ``start=1`` gives every prompt a second opinion from the next labeler."""
-    if not team:
-        raise ValueError("rank_with_team needs at least one labeler (labelers.labeler_team())")
-    return [team[(start + i) % len(team)].rank(e, responses) for i, (e, responses) in enumerate(items)]
-
-
-def _comparisons_settings(run) -> dict:
-    return {"n_prompts": 24 if run.fast else 1500, "heldout_prompts": 12 if run.fast else 300,
-            "k": 4, "temperature": 1.0, "max_new_tokens": 48, "n_labelers": 6, "seed": run.seed}
-
-
-def _train_comparisons(config: dict, inputs: dict, out_dir) -> dict:
-    from helpers import labelers, world
-
-    sft = inputs["sft"]
-    total = config["n_prompts"] + config["heldout_prompts"]
-    examples = world.prompts("rm", seed=config["seed"], n=total)
-    items = sample_for_ranking(sft.model, sft.tokenizer, examples, config["k"],
-                               config["temperature"], config["max_new_tokens"], config["seed"])
-    team = labelers.labeler_team(config["n_labelers"], seed=config["seed"])
-    rankings = rank_with_team(items, team)
-    train, held = rankings[:config["n_prompts"]], rankings[config["n_prompts"]:]
-    for name, part in ((COMPARISONS_TRAIN, train), (COMPARISONS_HELDOUT, held)):
-        with open(out_dir / name, "w", encoding="utf-8") as f:
-            for r in part:
-                f.write(__import__("json").dumps(r.to_json(), ensure_ascii=False) + "\n")
-    # How often a second labeler agrees with the one who ranked (the ceiling for an RM).
-    examples_held = [e for e, _ in items[config["n_prompts"]:]]
-    second = rank_with_team([(e, r.responses) for e, r in zip(examples_held, held)], team, start=1)
-    return {"rankings": len(train), "heldout_rankings": len(held),
-            "pairs": sum(len(r.pairs()) for r in train),
-            "labeler_agreement": labelers.pairwise_agreement(held, second),
-            "gold_agreement": labelers.pairwise_agreement(
-                held, [labelers.gold_labeler_ranking(e, r.responses)
-                       for e, r in zip(examples_held, held)])}
-
-
-def _load_comparisons(path, info):
-    return None, None
-
-
-def comparison_examples(artifact) -> dict:
-    """The world.Examples behind a "comparisons" artifact's rankings, by prompt id (the gold
-    labeler needs an example's facts to grade a response)."""
-    from helpers import world
-
-    config = artifact.info["settings"]
-    examples = world.prompts("rm", seed=config["seed"],
-                             n=config["n_prompts"] + config["heldout_prompts"])
-    return {e.id: e for e in examples}
-
-
-def load_comparisons(artifact) -> tuple[list[Ranking], list[Ranking]]:
-    """(training rankings, held-out rankings) of a "comparisons" artifact."""
-    from helpers.labelers import read_rankings
-
-    train, _ = read_rankings(artifact.path / COMPARISONS_TRAIN, strict=True)
-    held, _ = read_rankings(artifact.path / COMPARISONS_HELDOUT, strict=True)
-    return train, held
-
-
-# --------------------------------------------------------------------------------------------
-# Stage "rm": load_or_train("rm")
-# --------------------------------------------------------------------------------------------
-
-
-def _rm_settings(run) -> dict:
-    settings = RMSettings.fast() if run.fast else RMSettings()
-    settings.seed = run.seed
-    if run.profile == "gpu":
-        settings.learning_rate, settings.max_length = 1e-5, 512
-    return {**asdict(settings), "offset_demonstrations": 40 if run.fast else 400}
-
-
-def train_reward_stage(rankings: list[Ranking], heldout: list[Ranking], sft_path, tokenizer,
-                       settings: RMSettings, progress: bool = True):
-    """An RM initialized from the SFT model and trained on rankings: (model, metrics, history)."""
-    from helpers.config import device
-    from helpers.models import load_reward_model
-
-    torch.manual_seed(settings.seed)
-    model = load_reward_model(sft_path, device())
-    history = train_reward_model(model, tokenizer, rankings, settings, progress=progress)
-    metrics = {"heldout_accuracy": heldout_accuracy(model, tokenizer, heldout),
-               "train_accuracy": history.accuracy[-1] if history.accuracy else None,
-               "seconds": round(history.seconds, 1), "responses_read": history.responses_read}
-    return model, metrics, history
-
-
-def _train_rm(config: dict, inputs: dict, out_dir) -> dict:
-    import json
-
-    from helpers import world
-    from helpers.models import quiet_loading
-
-    sft, comparisons = inputs["sft"], inputs["comparisons"]
-    train, held = load_comparisons(comparisons)
-    fields = {k: config[k] for k in RMSettings.__dataclass_fields__}
-    model, metrics, history = train_reward_stage(train, held, sft.path, sft.tokenizer,
-                                                 RMSettings(**fields))
-    demos = world.demonstrations(seed=config["seed"])[: config["offset_demonstrations"]]
-    metrics["demonstration_offset"] = set_demonstration_offset(
-        model, sft.tokenizer, [d.prompt for d in demos], [d.response for d in demos])
-    with quiet_loading():
-        model.save_pretrained(out_dir)
-    sft.tokenizer.save_pretrained(out_dir)
-    (out_dir / "history.json").write_text(json.dumps(history.as_dict()))
-    return metrics
-
-
-def _load_rm(path, info):
-    from helpers.config import device
-    from helpers.models import quiet_loading
-    from helpers.tokenizer import load_tokenizer
-    from transformers import AutoModelForSequenceClassification
-
-    with quiet_loading():
-        model = AutoModelForSequenceClassification.from_pretrained(str(path)).to(device())
-    model.eval()
-    return model, load_tokenizer(path)
-
-
-def _register() -> None:
-    from helpers.stages import register_stage
-
-    register_stage("comparisons", _comparisons_settings, _train_comparisons, _load_comparisons,
-                   requires=("sft",), version="5",
-                   estimate_fn=_comparisons_estimate)
-    register_stage("rm", _rm_settings, _train_rm, _load_rm, requires=("sft", "comparisons"),
-                   version="1", estimate_fn=_rm_estimate)
-
-
-def _comparisons_estimate(config: dict, run) -> str:
-    from helpers import speed
-
-    if run.fast:
-        return "a few seconds, fast mode"
-    prompts = config["n_prompts"] + config["heldout_prompts"]
-    return f"sampling {config['k']} answers to {prompts} prompts, " + (
-        speed.estimate("comparisons_prompt", prompts) or "minutes")
-
-
-def _rm_estimate(config: dict, run) -> str:
-    from helpers import speed
-
-    if run.fast:
-        return "a few seconds, fast mode"
-    return f"{config['epochs']} epoch{'s' * (config['epochs'] > 1)}, " + (
-        speed.estimate("rm_epoch", config["epochs"]) or "minutes")
-
-
-_register()

@@ -16,12 +16,17 @@ checks and a test holds equal to what the trainer computes.
 from __future__ import annotations
 
 import math
+import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from helpers import evaluation, generation
+from helpers.progress import tqdm
 from helpers.world import Example
 
 # --------------------------------------------------------------------------------------------
@@ -85,15 +90,9 @@ class SFTSettings:
     eval_prompts_per_epoch: int = 120  # held-out prompts scored by the gold labeler per epoch
     seed: int = 0
 
-    @classmethod
-    def fast(cls) -> "SFTSettings":
-        return cls(epochs=1, n_demonstrations=96, batch_size=16, eval_prompts_per_epoch=12)
-
 
 def split_demonstrations(demos: list[Example], validation_share: float, seed: int):
     """Hold out a share of the demonstrations (by prompt text, so no prompt is in both)."""
-    import random
-
     prompts = sorted({d.prompt for d in demos})
     random.Random(seed).shuffle(prompts)
     held = set(prompts[: max(1, int(len(prompts) * validation_share))])
@@ -132,7 +131,6 @@ def train_sft(model, tokenizer, demos: list[Example], settings: SFTSettings,
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from helpers import evaluation, generation
 
     if settings.n_demonstrations is not None:
         demos = demos[: settings.n_demonstrations]
@@ -158,7 +156,7 @@ def train_sft(model, tokenizer, demos: list[Example], settings: SFTSettings,
 
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
     config = SFTConfig(
-        output_dir=str(_scratch_dir()),
+        output_dir=str(scratch_dir()),
         num_train_epochs=settings.epochs,
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=64,
@@ -176,8 +174,6 @@ def train_sft(model, tokenizer, demos: list[Example], settings: SFTSettings,
         """One tqdm bar with the latest losses, instead of the trainer's printed log dicts."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            from helpers.progress import tqdm
-
             self.bar = tqdm(total=state.max_steps, desc="SFT", disable=not progress)
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -230,64 +226,6 @@ def no_activation_checkpointing() -> dict:
     return {name: False}
 
 
-def _scratch_dir():
-    import tempfile
-    from pathlib import Path
-
+def scratch_dir() -> Path:
+    """A fresh temporary folder for a trainer's output_dir (the course saves nothing there)."""
     return Path(tempfile.mkdtemp(prefix="sft-"))
-
-
-# --------------------------------------------------------------------------------------------
-# Stage "sft": load_or_train("sft")
-# --------------------------------------------------------------------------------------------
-
-
-def _stage_settings(run) -> dict:
-    settings = SFTSettings.fast() if run.fast else SFTSettings()
-    settings.seed = run.seed
-    out = asdict(settings)
-    if run.profile == "gpu":  # a 135M model learns the format in far fewer steps
-        out.update(epochs=2 if not run.fast else 1, learning_rate=5e-5, batch_size=16,
-                   max_length=512)
-    out["demonstrations_seed"] = run.seed
-    return out
-
-
-def _train_stage(config: dict, inputs: dict, out_dir) -> dict:
-    import json
-
-    from helpers import world
-    from helpers.config import device
-    from helpers.models import load_causal_lm, quiet_loading
-
-    base = inputs["base"]
-    model = load_causal_lm(base.path, device())
-    tokenizer = base.tokenizer
-    fields = {k: config[k] for k in SFTSettings.__dataclass_fields__}
-    history = train_sft(model, tokenizer, world.demonstrations(seed=config["demonstrations_seed"]),
-                        SFTSettings(**fields))
-    with quiet_loading():
-        model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "history.json").write_text(json.dumps(history.as_dict()))
-    return {"val_loss": history.val_loss[-1] if history.val_loss else None,
-            "gold_score": history.gold_score[-1] if history.gold_score else None,
-            "seconds": round(history.seconds, 1)}
-
-
-def _estimate(config: dict, run) -> str:
-    if run.fast:
-        return "a few seconds, fast mode"
-    from helpers import speed
-
-    return f"{config['epochs']} epochs, " + (speed.estimate("sft_epoch", config["epochs"]) or "minutes")
-
-
-def _register() -> None:
-    from helpers.stages import load_lm_artifact, register_stage
-
-    register_stage("sft", _stage_settings, _train_stage, load_lm_artifact, requires=("base",),
-                   version="3", estimate_fn=_estimate)
-
-
-_register()

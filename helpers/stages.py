@@ -1,4 +1,4 @@
-"""Every stage of the pipeline as a cached artifact: ``load_or_train(stage)``.
+"""The artifact cache: every stage of the pipeline kept as a folder, reused while its settings hold.
 
 A notebook asks for what it needs, e.g. ``base = load_or_train("base")``, and gets it from the
 cache, or, when the cache lacks it, trains it (and whatever it depends on) with the default
@@ -22,15 +22,16 @@ its metrics. The rules:
 * a read-only artifact folder (an instructor's shared one) is only read: what it lacks is
   trained into a writable folder instead, and the message says which.
 
-Stages live in a small registry. ``register_stage`` adds one: how its settings follow from the
-profile and fast mode, how to train it into a folder, how to load it, and which stages it needs.
+This module knows no stage: a ``Stage`` says how its settings follow from the profile and fast
+mode, how to train it into a folder, how to load it, and which stages it needs, and the caller
+passes the stages by name. The course's stages, in pipeline order, are ``helpers.pipeline``'s,
+whose ``load_or_train(stage)`` is what the notebooks call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import json
 import math
 import os
@@ -39,23 +40,17 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from helpers import progress, speed
 from helpers.config import Settings, seed_everything, settings as current_settings
+from helpers.files import lock_open_file
 
 INFO_FILE = "stage.json"
 HISTORY_FILE = "history.json"
-
-#: Hub models of the gpu profile (the tiny profile trains its own from scratch).
-GPU_MODELS = {
-    "base": "HuggingFaceTB/SmolLM2-135M",
-    "base_big": "HuggingFaceTB/SmolLM2-360M",
-}
-
 
 # --------------------------------------------------------------------------------------------
 # The registry
@@ -86,36 +81,11 @@ class Stage:
     estimate_fn: Callable[[dict, Settings], str] | None = None
 
 
-STAGES: dict[str, Stage] = {}
-
-#: Modules that register further stages when imported, so ``load_or_train("sft")`` works
-#: without importing them first. A module that adds a stage lists it here.
-STAGE_MODULES: dict[str, str] = {
-    "sft": "helpers.sft",
-    "comparisons": "helpers.reward",
-    "rm": "helpers.reward",
-    "ppo": "helpers.ppo",
-    "ppo_ptx": "helpers.ppo",
-    "ppo_high_beta": "helpers.ppo",
-    "dpo": "helpers.dpo",
-}
-
-
-def register_stage(name: str, settings_fn, train_fn, load_fn, requires=(), version: str = "1",
-                   estimate_fn=None) -> Stage:
-    """Add (or replace) a stage in the registry; returns it."""
-    stage = Stage(name, settings_fn, train_fn, load_fn, tuple(requires), str(version), estimate_fn)
-    STAGES[name] = stage
-    return stage
-
-
-def get_stage(name: str) -> Stage:
-    if name not in STAGES and name in STAGE_MODULES:
-        with contextlib.suppress(ModuleNotFoundError):
-            importlib.import_module(STAGE_MODULES[name])
-    if name not in STAGES:
-        raise KeyError(f"Unknown stage {name!r}. Known stages: {', '.join(sorted(STAGES))}")
-    return STAGES[name]
+def stage_of(registry: Mapping[str, Stage], name: str) -> Stage:
+    """``registry[name]``, or a KeyError that lists the stages there are."""
+    if name not in registry:
+        raise KeyError(f"Unknown stage {name!r}. Known stages: {', '.join(registry)}")
+    return registry[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,11 +281,8 @@ def _stage_lock(parent: Path, name: str):
 
 def _flock(handle, exclusive: bool) -> None:
     try:
-        import fcntl
-    except ImportError:  # Windows: no lock; the atomic rename still prevents half artifacts
-        return
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        lock_open_file(handle, exclusive)  # no lock where the system has none: the rename still
+        # prevents half artifacts
     except OSError:
         if exclusive:
             raise
@@ -510,7 +477,7 @@ def _pull_prepared(stage: str, config: dict, target: Path, reason: str | None) -
     return prepared_artifacts.pull(stage, config, target, reason)
 
 
-def load_or_train(stage: str, **overrides) -> Artifact:
+def load_or_train(registry: Mapping[str, Stage], stage: str, **overrides) -> Artifact:
     """The artifact of ``stage``, from the cache if it was made with the current settings, else
     downloaded from the prepared artifacts if they hold it made with these settings (see
     ``helpers.prepared_artifacts``), else trained now (with its prerequisites, each found the
@@ -519,11 +486,14 @@ def load_or_train(stage: str, **overrides) -> Artifact:
 
     A read-only artifact folder (an instructor's shared one) is only read: a stage it lacks, or
     holds with other settings, is trained into a writable folder instead, and the message names
-    it (see ``_instead_of_read_only``)."""
-    spec = get_stage(stage)
+    it (see ``_instead_of_read_only``).
+
+    ``registry``: the stages by name (the course's: ``helpers.pipeline.STAGES``), where this
+    stage's prerequisites are found too."""
+    spec = stage_of(registry, stage)
     run = current_settings()
     check_overrides(spec, run, overrides)  # before any prerequisite is trained for nothing
-    inputs = {name: load_or_train(name) for name in spec.requires}
+    inputs = {name: load_or_train(registry, name) for name in spec.requires}
     config = wanted_settings(spec, run, inputs, overrides)
     target = run.stage_dir(stage)
 
@@ -615,7 +585,8 @@ def _instead_of_read_only(run: Settings, stage: str, reason: str | None) -> Path
                           "set COURSE_ARTIFACTS to a folder you can write to.")
 
 
-def keep_trained(stage: str, save_fn: Callable[[Path], dict | None], settings: dict) -> bool:
+def keep_trained(registry: Mapping[str, Stage], stage: str, save_fn: Callable[[Path], dict | None],
+                 settings: dict) -> bool:
     """Store a model trained outside ``load_or_train`` as the artifact of ``stage``, so that
     ``load_or_train(stage)`` loads it later instead of training the same run again.
 
@@ -626,9 +597,9 @@ def keep_trained(stage: str, save_fn: Callable[[Path], dict | None], settings: d
     and a model with NaN or infinite weights is not kept. In a read-only artifact folder, the
     model goes where ``load_or_train`` trains what that folder lacks.
     Returns True when the model was stored."""
-    spec = get_stage(stage)
+    spec = stage_of(registry, stage)
     run = current_settings()
-    inputs = {name: load_or_train(name) for name in spec.requires}
+    inputs = {name: load_or_train(registry, name) for name in spec.requires}
     config = wanted_settings(spec, run, inputs, {})
     given = _jsonable({**config, **settings})
     if given != config:
@@ -663,176 +634,3 @@ def _keep(spec: Stage, config: dict, inputs: dict[str, Artifact], target: Path,
         print(f"not kept as {spec.name}: {err}")
         return False
     return True
-
-
-# --------------------------------------------------------------------------------------------
-# The gpu profile: models from the Hugging Face hub
-# --------------------------------------------------------------------------------------------
-
-
-class HubUnavailableError(RuntimeError):
-    """A hub model of the gpu profile could not be loaded (usually: no internet access)."""
-
-
-def from_hub(load: Callable, name: str, **kwargs):
-    """``load(name, **kwargs)`` (a ``from_pretrained``), with a clear message when offline."""
-    try:
-        return load(name, **kwargs)
-    except Exception as err:  # noqa: BLE001 - offline, no route, rate limit: all mean the same here
-        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-        why = "HF_HUB_OFFLINE is set" if offline else "no internet access, or the hub is unreachable"
-        raise HubUnavailableError(
-            f"The gpu profile loads {name!r} from the Hugging Face hub, and that failed "
-            f"({why}: {type(err).__name__}). Without internet access use the tiny profile, which "
-            "runs offline on any CPU: set COURSE_PROFILE=tiny (in a notebook, "
-            "os.environ['COURSE_PROFILE'] = 'tiny' before the setup cell)."
-        ) from err
-
-
-# --------------------------------------------------------------------------------------------
-# Stage "tokenizer"
-# --------------------------------------------------------------------------------------------
-
-
-def _tokenizer_settings(run: Settings) -> dict:
-    if run.profile == "gpu":
-        return {"hub_model": GPU_MODELS["base"]}
-    from helpers.tokenizer import DEFAULT_MAX_LENGTH
-
-    return {"vocab_size": 2048, "model_max_length": DEFAULT_MAX_LENGTH, "corpus_seed": run.seed,
-            "n_docs": 2000 if run.fast else None}
-
-
-def _train_tokenizer(config: dict, inputs: dict, out_dir: Path) -> dict:
-    from helpers import tokenizer as tk
-
-    if "hub_model" in config:
-        from transformers import AutoTokenizer
-
-        tok = from_hub(AutoTokenizer.from_pretrained, config["hub_model"])
-        added = tk.add_course_tokens(tok)
-        tok.save_pretrained(out_dir)
-        return {"vocab_size": len(tok), "tokens_added": added}
-    from helpers import world
-
-    texts = world.pretraining_corpus(seed=config["corpus_seed"], n_docs=config["n_docs"])
-    # The tokenizer learns from all the text the course's models will read: the web, and the
-    # demonstrations' answers, whose opening words ("Sure", "Sorry") the web rarely starts a
-    # line with. Without them, an answer's first word is spelled letter by letter.
-    demos = world.demonstrations(seed=config["corpus_seed"])
-    texts = texts + [f"{d.prompt}\n{d.response}" for d in demos]
-    tok = tk.train_tokenizer(texts, vocab_size=config["vocab_size"],
-                             model_max_length=config["model_max_length"])
-    tok.save_pretrained(out_dir)
-    return {"vocab_size": len(tok), "documents": len(texts)}
-
-
-def _load_tokenizer(path: Path, info: dict):
-    from helpers.tokenizer import load_tokenizer
-
-    return None, load_tokenizer(path)
-
-
-register_stage("tokenizer", _tokenizer_settings, _train_tokenizer, _load_tokenizer, version="3",
-               estimate_fn=lambda config, run: "a few seconds" if "hub_model" not in config
-               else f"downloading {config['hub_model']}'s tokenizer")
-
-
-# --------------------------------------------------------------------------------------------
-# Stages "base" and "base_big": pretraining (tiny) or a hub model (gpu)
-# --------------------------------------------------------------------------------------------
-
-#: Full-mode pretraining of the tiny profile: 2400 steps of 16 blocks of 128 tokens (about 2.5
-#: passes over the corpus). Why so many: the ability to copy from the context, which most tasks
-#: need, appears late (``benchmarks/base_copying.py`` probes it). Why 16 blocks a step: more,
-#: smaller steps suit a small model better than fewer, larger ones in the same time.
-BASE_PRETRAIN = dict(steps=2400, batch_size=16, seq_len=128, lr=3e-3, warmup=40, eval_every=200)
-#: The big model (5.4x the parameters) is several times slower per token, so it trains on the same
-#: corpus for a third as many steps of the same size, to keep notebook 06 within the course's
-#: time budget. A bigger model learns more per token seen, but not three times more: notebook 06
-#: shows both held-out losses, and says so.
-BASE_BIG_PRETRAIN = dict(BASE_PRETRAIN, steps=800, warmup=40, eval_every=100,
-                         lr=2e-3)  # a wider model wants a smaller step
-
-
-def _pretrain_settings(size: str, recipe: dict) -> Callable[[Settings], dict]:
-    def settings_fn(run: Settings) -> dict:
-        if run.profile == "gpu":
-            return {"hub_model": GPU_MODELS["base" if size == "tiny" else "base_big"]}
-        from helpers.models import describe_size
-        from helpers.pretrain import PretrainConfig
-
-        cfg = PretrainConfig.fast() if run.fast else PretrainConfig(**recipe)
-        cfg.seed = run.seed
-        # Flat, so that one setting can be overridden: load_or_train("base", steps=600).
-        return {"size": size, "shape": describe_size(size), "corpus_seed": run.seed,
-                "n_docs": 2000 if run.fast else None, "heldout_docs": 100 if run.fast else 500,
-                **asdict(cfg)}
-
-    return settings_fn
-
-
-def _train_base(config: dict, inputs: dict, out_dir: Path) -> dict:
-    from helpers.config import device
-
-    tok = inputs["tokenizer"].tokenizer
-    if "hub_model" in config:
-        from transformers import AutoModelForCausalLM
-
-        model = from_hub(AutoModelForCausalLM.from_pretrained, config["hub_model"])
-        if model.get_input_embeddings().num_embeddings < len(tok):
-            model.resize_token_embeddings(len(tok))  # room for the pad and chat tokens
-        model.config.pad_token_id = tok.pad_token_id
-        model.config.eos_token_id = tok.eos_token_id
-        model.save_pretrained(out_dir)
-        tok.save_pretrained(out_dir)
-        return {"parameters": sum(p.numel() for p in model.parameters())}
-
-    from helpers import world
-    from helpers.models import build_causal_lm, count_parameters, quiet_loading
-    from helpers.pretrain import PretrainConfig, pretrain
-
-    cfg = PretrainConfig(**{k: config[k] for k in PretrainConfig.__dataclass_fields__})
-    texts = world.pretraining_corpus(seed=config["corpus_seed"], n_docs=config["n_docs"])
-    heldout = world.heldout_corpus(seed=config["corpus_seed"], n_docs=config["heldout_docs"])
-    model = build_causal_lm(tok, config["size"]).to(device())
-    history = pretrain(model, tok, texts, cfg, progress=True, heldout_texts=heldout)
-    with quiet_loading():
-        model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)  # the folder is a complete model: from_pretrained(path) works
-    (out_dir / HISTORY_FILE).write_text(json.dumps(history))
-    last = history["train_loss"][-20:]
-    return {
-        "parameters": count_parameters(model),
-        "train_loss": sum(last) / len(last),
-        "heldout_loss": history["heldout_loss"][-1],
-        "tokens_per_second": round(history["tokens_per_second"]),
-        "tokens_seen": history["tokens_seen"],
-        "seconds": round(history["seconds"], 1),
-    }
-
-
-def load_lm_artifact(path: Path, info: dict):
-    """Load a causal-LM artifact (base, sft, ppo...): the model in eval mode and its tokenizer."""
-    from helpers.config import device
-    from helpers.models import load_causal_lm
-    from helpers.tokenizer import load_tokenizer
-
-    model = load_causal_lm(path, device())
-    model.eval()
-    return model, load_tokenizer(path)
-
-
-def _pretrain_estimate(config: dict, run: Settings) -> str:
-    if "hub_model" in config:
-        return f"downloading {config['hub_model']} from the hub"
-    if run.fast:
-        return "a few seconds, fast mode"
-    tokens = config["steps"] * config["batch_size"] * config["seq_len"]
-    return speed.describe_minutes(speed.training_minutes(tokens, config["size"]))
-
-
-register_stage("base", _pretrain_settings("tiny", BASE_PRETRAIN), _train_base, load_lm_artifact,
-               requires=("tokenizer",), version="2", estimate_fn=_pretrain_estimate)
-register_stage("base_big", _pretrain_settings("big", BASE_BIG_PRETRAIN), _train_base, load_lm_artifact,
-               requires=("tokenizer",), version="3", estimate_fn=_pretrain_estimate)

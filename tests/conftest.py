@@ -67,7 +67,7 @@ def course_env(tmp_path, monkeypatch) -> Path:
 def prebuilt(tmp_path_factory) -> Path:
     """Fast tokenizer and base built once per session; tests start from copies (training is
     the slow part). Returns the artifact folder that holds them."""
-    from helpers.stages import load_or_train
+    from helpers.pipeline import load_or_train
 
     root = tmp_path_factory.mktemp("prebuilt") / "artifacts"
     with pytest.MonkeyPatch.context() as mp:

@@ -34,10 +34,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import config, stages
+from helpers import config, pipeline, profiles, stages
 from helpers.config import settings
+from helpers.pipeline import load_or_train, register_stage
 from helpers.pretrain import PretrainConfig, pretrain
-from helpers.stages import load_or_train, read_info, register_stage
+from helpers.stages import read_info
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread", "course_env")
@@ -69,8 +70,8 @@ def toy_stage():
 
     register_stage("toy", lambda run: {"answer": 42, "learning_rate": 0.1}, train, load,
                    requires=["tokenizer"])
-    yield stages.STAGES["toy"]
-    stages.STAGES.pop("toy", None)
+    yield pipeline.STAGES["toy"]
+    pipeline.STAGES.pop("toy", None)
 
 
 # =============================================================================================
@@ -193,7 +194,7 @@ def test_a_read_only_folder_trains_what_it_lacks_elsewhere_and_says_where(shared
 
     again = load_or_train("toy")  # from now on, loaded from the writable folder
     assert f"loading toy from {mine}" in capsys.readouterr().out and again.build_id == toy.build_id
-    assert stages.keep_trained("toy", lambda folder: 1 / 0, {"answer": 42}) is False  # up to date there
+    assert pipeline.keep_trained("toy", lambda folder: 1 / 0, {"answer": 42}) is False  # up to date there
     assert snapshot(root) == before
 
 
@@ -275,7 +276,7 @@ def test_kill_9_during_the_swap(moment, prebuilt, course_env, capsys):
     module, name = function.rsplit(".", 1)
     script = textwrap.dedent(f"""
         import os, signal, pathlib, shutil
-        from helpers.stages import load_or_train
+        from helpers.pipeline import load_or_train
 
         owner = {module}
         real = getattr(owner, {name!r})
@@ -436,7 +437,7 @@ def test_bad_overrides_are_refused_before_anything_trains(stage, name, value, me
 
 
 def test_good_overrides_still_pass(course_env):
-    spec = stages.get_stage("base")
+    spec = pipeline.get_stage("base")
     stages.check_overrides(spec, settings(), {"steps": 5, "lr": 1e-3, "n_docs": None, "seed": 3,
                                               "warmup": 0, "weight_decay": 0.0})
 
@@ -450,7 +451,8 @@ def test_pretraining_refuses_settings_that_cannot_train():
         with pytest.raises(ValueError, match=f"pretraining setting {name}="):
             pretrain(None, None, [], cfg)  # refused before the model or texts are touched
     PretrainConfig().validate()
-    PretrainConfig.fast().validate()
+    PretrainConfig(**{k: v for k, v in profiles.stage_settings("tiny", True, "base").items()
+                      if k in PretrainConfig.__dataclass_fields__}).validate()
 
 
 def test_a_model_with_nan_weights_is_never_stored(toy_stage, prebuilt, course_env, capsys):
@@ -469,7 +471,7 @@ def test_a_model_with_nan_weights_is_never_stored(toy_stage, prebuilt, course_en
         load_or_train("toy")
     assert not (folder / "toy").exists() and leftovers(folder, "toy") == []
     # keep_trained (a model a notebook trained) says so and keeps nothing
-    assert stages.keep_trained("toy", lambda out: diverges({}, {}, out), {}) is False
+    assert pipeline.keep_trained("toy", lambda out: diverges({}, {}, out), {}) is False
     assert "not kept as toy: Training toy gave a model with NaN" in capsys.readouterr().out
     assert not (folder / "toy").exists()
 

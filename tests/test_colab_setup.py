@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from helpers import colab, labelers, stages
+from helpers import colab, labelers, pipeline
 from helpers.config import ROOT
 
 #: Colab's runtime as the issue describes it: these three preinstalled, no trl.
@@ -204,9 +204,9 @@ def test_keep_on_drive_keeps_models_and_rankings_for_a_later_runtime(clean_env, 
         trained.append(1)
         (out_dir / "weights.txt").write_text("7")
 
-    stages.register_stage("drive_toy", lambda run: {"x": 1}, train, lambda path, info: (None, None))
+    pipeline.register_stage("drive_toy", lambda run: {"x": 1}, train, lambda path, info: (None, None))
     try:
-        first = stages.load_or_train("drive_toy")
+        first = pipeline.load_or_train("drive_toy")
         my_rankings = settings.artifacts_dir / "rankings" / "my_rankings.jsonl"
         labelers.append_ranking(my_rankings, labelers.Ranking(
             prompt_id="p1", prompt="What is 3 plus 4?", family="arithmetic", responses=["7", "8"],
@@ -221,13 +221,13 @@ def test_keep_on_drive_keeps_models_and_rankings_for_a_later_runtime(clean_env, 
         settings2, _ = colab.setup(None, keep_on_drive=True, colab=True, install=lambda: None,
                                    mount=again_mounted, mountpoint=mountpoint)
         capsys.readouterr()
-        later = stages.load_or_train("drive_toy")
+        later = pipeline.load_or_train("drive_toy")
         assert "loading drive_toy" in capsys.readouterr().out
         assert trained == [1] and later.build_id == first.build_id  # found, not trained again
         rankings, problems = labelers.read_rankings(settings2.artifacts_dir / "rankings" / "my_rankings.jsonl")
         assert problems == [] and [r.responses for r in rankings] == [["7", "8"]]
     finally:
-        stages.STAGES.pop("drive_toy", None)
+        pipeline.STAGES.pop("drive_toy", None)
 
 
 def test_drive_off_again_goes_back_to_the_runtime_folder(clean_env, tmp_path):

@@ -77,13 +77,12 @@ def test_tax_removed_share_by_hand():
 
 
 def test_high_beta_stage_is_the_ppo_stage_with_a_larger_beta():
-    from helpers import ppo
+    from helpers import pipeline, profiles
     from helpers.config import settings as current_settings
-    from helpers.stages import get_stage
 
     run = current_settings()
-    plain, high = ppo.ppo_stage_settings(run), get_stage("ppo_high_beta").settings_fn(run)
-    assert high["kl_coef"] == ppo.HIGH_BETA > plain["kl_coef"]
+    plain, high = pipeline.settings("ppo", run), pipeline.settings("ppo_high_beta", run)
+    assert high["kl_coef"] == profiles.HIGH_BETA > plain["kl_coef"]
     assert {k: v for k, v in high.items() if k != "kl_coef"} == {k: v for k, v in plain.items() if k != "kl_coef"}
 
 

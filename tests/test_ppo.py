@@ -12,8 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from helpers import ppo, world
-from helpers.models import ModelSize, build_causal_lm
+from helpers import logprobs as lp
+from helpers import masked, ppo, pretrain, world
+from helpers.models import ModelSize, build_causal_lm, value_model_from_causal_lm
 from helpers.tokenizer import render_chat
 
 TINY = ModelSize(n_layer=2, n_head=2, n_embd=32, n_positions=128, dropout=0.1)
@@ -65,8 +66,8 @@ def test_first_ratio_is_exactly_one_with_dropout_and_temperature(tokenizer, prom
     assert not torch.equal(policy(ids).logits, policy(ids).logits)  # dropout on: passes differ
 
     config = small_config(total_episodes=16, temperature=0.7)
-    history = ppo.train_ppo(policy, copy.deepcopy(policy), ppo.value_model_from_causal_lm(policy), None,
-                            tokenizer, prompts, config, progress=False, reward_fn=vowel_share)
+    history = ppo.train_ppo(ppo.PPOModels(policy, copy.deepcopy(policy), value_model_from_causal_lm(policy), None,
+                                          tokenizer), prompts, config, progress=False, reward_fn=vowel_share)
     assert history["first_ratio_error"][0] < 1e-6
     assert history["clipfrac"][0] > 0  # and the update did move the policy afterwards
 
@@ -77,21 +78,21 @@ def test_logprobs_use_the_sampling_temperature(tokenizer, prompts):
     rollout = ppo.sample_responses(policy, tokenizer, prompts[:4], config, seed=0)
     args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
     with torch.no_grad():
-        at_t = ppo.response_logprobs(policy, *args, temperature=0.7)
+        at_t = lp.response_logprobs(policy, *args, temperature=0.7)
         logits = policy(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
                         position_ids=(rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)).logits
     # by hand: column prompt_length - 1 + t predicts response token t
     p = rollout.prompt_length
     by_hand = torch.log_softmax(logits[:, p - 1:-1] / 0.7, -1).gather(-1, rollout.input_ids[:, p:, None])[..., 0]
     assert torch.allclose(at_t, by_hand, atol=1e-5)
-    assert not torch.allclose(at_t, ppo.response_logprobs(policy, *args, temperature=1.0), atol=1e-3)
+    assert not torch.allclose(at_t, lp.response_logprobs(policy, *args, temperature=1.0), atol=1e-3)
 
 
 def test_kl_is_zero_when_policy_is_the_reference(tokenizer, prompts):
     policy = make_policy(tokenizer)
     reference = copy.deepcopy(policy)
     config = small_config()
-    rollout = rollout_of(policy, reference, ppo.value_model_from_causal_lm(policy), tokenizer, prompts[:16], config)
+    rollout = rollout_of(policy, reference, value_model_from_causal_lm(policy), tokenizer, prompts[:16], config)
     for estimator in ("k1", "k3"):
         kl = ppo.per_token_kl(rollout.logprobs, rollout.ref_logprobs, rollout.response_mask, estimator)
         assert torch.equal(kl, torch.zeros_like(kl))
@@ -184,7 +185,7 @@ def _per_token(lengths, width, numbers, fill):
 
 def test_padding_never_changes_a_loss(tokenizer, prompts):
     policy = make_policy(tokenizer).eval()
-    value_model = ppo.value_model_from_causal_lm(policy)
+    value_model = value_model_from_causal_lm(policy)
     with torch.no_grad():
         value_model.score.weight.normal_()  # values that vary from token to token
     g = torch.Generator().manual_seed(0)
@@ -196,9 +197,9 @@ def test_padding_never_changes_a_loss(tokenizer, prompts):
         ids, mask, p, r = _padded_batch(tokenizer, pairs, extra_left, extra_right)
         response_mask = _per_token(lengths, r, torch.ones(3, 8), 0.0)
         x = {k: _per_token(lengths, r, v, 100.0) for k, v in numbers.items()}  # padding: large garbage
-        logprobs = ppo.response_logprobs(policy, ids, mask, p, temperature=0.8)
-        values = ppo.response_values(value_model, ids, mask, p)
-        scores = ppo.sequence_scores(value_model, ids, mask)
+        logprobs = lp.response_logprobs(policy, ids, mask, p, temperature=0.8)
+        values = lp.response_values(value_model, ids, mask, p)
+        scores = lp.sequence_scores(value_model, ids, mask)
         losses.append(torch.stack([
             ppo.clipped_policy_loss(logprobs, x["old_logprobs"] - 3, x["advantages"], response_mask),
             ppo.clipped_value_loss(values, x["old_values"], x["returns"], response_mask),
@@ -224,8 +225,8 @@ def test_whitening_ignores_masked_positions():
     x = 3 + 2 * torch.randn(3, 6, generator=g)
     garbage = torch.where(mask.bool(), x, torch.full_like(x, 1e6))
     zeros = torch.where(mask.bool(), x, torch.zeros_like(x))
-    white = ppo.masked_whiten(garbage, mask)
-    assert torch.allclose(white, ppo.masked_whiten(zeros, mask))
+    white = masked.masked_whiten(garbage, mask)
+    assert torch.allclose(white, masked.masked_whiten(zeros, mask))
     real = white[mask.bool()]
     assert abs(real.mean().item()) < 1e-6 and abs(real.var().item() - 1) < 1e-5
     assert (white[~mask.bool()] == 0).all()
@@ -260,7 +261,7 @@ def test_scorer_normalizes_and_penalizes_missing_eos():
 def test_sequence_scores_agree_with_the_reward_module(tokenizer, prompts):
     from helpers.reward import score
 
-    reward_model = ppo.value_model_from_causal_lm(make_policy(tokenizer)).eval()
+    reward_model = value_model_from_causal_lm(make_policy(tokenizer)).eval()
     with torch.no_grad():
         reward_model.score.weight.normal_()
     reward_model.config.reward_offset = 0.25
@@ -271,7 +272,7 @@ def test_sequence_scores_agree_with_the_reward_module(tokenizer, prompts):
              for e, r in zip(examples, responses)]
     ids, mask, _, _ = _padded_batch(tokenizer, pairs, 2, 3)
     with torch.no_grad():
-        ours = ppo.sequence_scores(reward_model, ids, mask)
+        ours = lp.sequence_scores(reward_model, ids, mask)
     theirs = score(reward_model, tokenizer, [e.prompt for e in examples], responses)
     assert torch.allclose(ours, theirs, atol=1e-5)
 
@@ -284,8 +285,8 @@ def test_a_short_run_raises_the_reward(tokenizer, prompts):
     # 30 iterations: over policy seeds 0 / 1 / 2 the mean of the last three scores is 0.51 / 0.52 /
     # 0.95 at 30 iterations (0.31 / 0.52 / 0.95 at 20), against the required start + 0.25 (about 0.36)
     config = small_config(total_episodes=16 * 30)
-    history = ppo.train_ppo(policy, copy.deepcopy(policy), ppo.value_model_from_causal_lm(policy), None,
-                            tokenizer, prompts, config, progress=False, reward_fn=vowel_share)
+    history = ppo.train_ppo(ppo.PPOModels(policy, copy.deepcopy(policy), value_model_from_causal_lm(policy), None,
+                                          tokenizer), prompts, config, progress=False, reward_fn=vowel_share)
     start, end = history["score"][0], sum(history["score"][-3:]) / 3
     assert end > start + 0.25, history["score"]
     assert history["kl"][-1] > 1.0  # it got there by moving away from the reference
@@ -302,10 +303,10 @@ def test_runs_are_deterministic_and_ptx_and_callback_work(tokenizer, prompts):
         seen = []
         config = small_config(kl_coef=0.05, kl_target=1.0, kl_horizon=100, ptx_coef=0.5, ptx_batch_size=2)
         history = ppo.train_ppo(
-            policy, copy.deepcopy(policy), ppo.value_model_from_causal_lm(policy), None, tokenizer, prompts,
-            config, callback=lambda i, stats: seen.append((i, stats["samples"])), progress=False,
+            ppo.PPOModels(policy, copy.deepcopy(policy), value_model_from_causal_lm(policy), None, tokenizer),
+            prompts, config, callback=lambda i, stats: seen.append((i, stats["samples"])), progress=False,
             reward_fn=vowel_share, gold_fn=lambda e, r: float(len(r) < 20),
-            ptx_batches=ppo.pretraining_batches(tokenizer, texts, batch_size=2, seq_len=32))
+            ptx_batches=pretrain.pretraining_batches(tokenizer, texts, batch_size=2, seq_len=32))
         return history, seen
 
     first, seen = run()
@@ -333,7 +334,7 @@ def _padded_rollout(tokenizer, prompts, lengths, extra_left=3, extra_right=4, se
 def test_packing_keeps_every_real_token_once(tokenizer, prompts):
     lengths = [5, 2, 8, 1, 3, 8, 6]
     rollout = _padded_rollout(tokenizer, prompts, lengths)
-    packed = ppo.pack_sequences(rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
+    packed = lp.pack_sequences(rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
     assert packed.input_ids.size(0) < len(lengths)  # fewer rows than the batch
     real = rollout.attention_mask.sum().item()
     assert (packed.position_ids == 0).sum() >= len(lengths)  # every sequence starts at position 0
@@ -352,7 +353,7 @@ def test_packed_sequences_give_the_losses_and_gradients_of_a_padded_batch(tokeni
     packed sequences (no padding) changes no loss and no gradient, up to float rounding, against
     the plain padded batch."""
     policy = make_policy(tokenizer).eval()
-    value_model = ppo.value_model_from_causal_lm(policy)
+    value_model = value_model_from_causal_lm(policy)
     with torch.no_grad():
         value_model.score.weight.normal_()  # values that vary from token to token
     lengths = [5, 2, 8, 1, 3, 8, 6]
@@ -367,12 +368,12 @@ def test_packed_sequences_give_the_losses_and_gradients_of_a_padded_batch(tokeni
                 + ppo.clipped_value_loss(values, old["values"], old["returns"], mask))
         return loss, torch.autograd.grad(loss, [*policy.parameters(), *value_model.parameters()])
 
-    plain_logprobs, plain_entropy = ppo.response_logprobs(policy, *args, temperature=0.8, with_entropy=True)
-    plain_values = ppo.response_values(value_model, *args)
+    plain_logprobs, plain_entropy = lp.response_logprobs(policy, *args, temperature=0.8, with_entropy=True)
+    plain_values = lp.response_values(value_model, *args)
     plain_loss, plain_grads = loss_and_gradients(plain_logprobs, plain_values)
-    packed = ppo.pack_sequences(*args)
-    logprobs, entropy = ppo.packed_response_logprobs(policy, packed, temperature=0.8, with_entropy=True)
-    values = ppo.packed_response_values(value_model, packed)
+    packed = lp.pack_sequences(*args)
+    logprobs, entropy = lp.packed_response_logprobs(policy, packed, temperature=0.8, with_entropy=True)
+    values = lp.packed_response_values(value_model, packed)
     loss, grads = loss_and_gradients(logprobs, values)
 
     real = mask.bool()
@@ -388,7 +389,7 @@ def test_ppo_update_on_packed_sequences_matches_the_padded_update(tokenizer, pro
     """Whole ``ppo_update``s from the same state, packed and padded: the same losses, diagnostics
     and trained weights (up to float rounding)."""
     policy = make_policy(tokenizer).eval()
-    value_model = ppo.value_model_from_causal_lm(policy)
+    value_model = value_model_from_causal_lm(policy)
     lengths = [5, 2, 8, 1, 3, 8, 6, 4]
     rollout = _padded_rollout(tokenizer, prompts, lengths)
     config = small_config(batch_size=8, minibatch_size=4, ppo_epochs=2, temperature=0.8, pack_sequences=False)

@@ -19,9 +19,9 @@ import huggingface_hub
 import pytest
 from huggingface_hub import errors
 
-from helpers import prepared_artifacts, stages
+from helpers import pipeline, prepared_artifacts
 from helpers.config import settings
-from helpers.stages import load_or_train, register_stage
+from helpers.pipeline import load_or_train, register_stage
 
 FAST_TINY = {"COURSE_PROFILE": "tiny", "COURSE_FAST": "1"}
 REPO = "teacher/instructgpt-class"
@@ -130,7 +130,7 @@ def toys():
     register_stage("toy_b", lambda run: {"n": 2}, trainer("toy_b"), load, requires=["toy_a"])
     yield trained
     for name in ("toy_a", "toy_b"):
-        stages.STAGES.pop(name, None)
+        pipeline.STAGES.pop(name, None)
 
 
 def test_a_published_chain_is_downloaded_not_trained(hub, toys, tmp_path, monkeypatch, capsys):
@@ -189,7 +189,7 @@ def test_a_stale_local_stage_is_replaced_by_a_fitting_prepared_one(hub, toys, tm
     as_student(monkeypatch, tmp_path, "")
     monkeypatch.delenv(prepared_artifacts.VARIABLE)
     load_or_train("toy_a")  # the student's, made by code version 1
-    stages.STAGES["toy_a"].version = "2"  # the course's code changed since
+    pipeline.STAGES["toy_a"].version = "2"  # the course's code changed since
     monkeypatch.setenv("COURSE_ARTIFACTS", str(tmp_path / "teacher"))
     teacher = load_or_train("toy_a")  # the instructor's run is of version 2
     prepared_artifacts.publish(REPO)

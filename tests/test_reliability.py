@@ -30,10 +30,11 @@ import pytest
 import torch
 
 from helpers import exercises as ex
-from helpers import labelers, stages, widgets
+from helpers import comparisons, labelers, stages, widgets
 from helpers.config import settings
 from helpers.labelers import Ranking
-from helpers.stages import load_or_train, read_info
+from helpers.pipeline import load_or_train
+from helpers.stages import read_info
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD_ENV = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -350,7 +351,7 @@ def test_killed_training_leaves_no_half_artifact(prebuilt, artifacts, capsys):
     kill a retraining with changed settings: the previous artifact is untouched and loads."""
     folder = copy_stages(prebuilt, "tokenizer")
     target = folder / "base"
-    script = "from helpers.stages import load_or_train; load_or_train('base', steps=2000)"
+    script = "from helpers.pipeline import load_or_train; load_or_train('base', steps=2000)"
 
     def train_and_kill() -> Path:
         child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -434,8 +435,7 @@ def test_a_damaged_artifact_is_detected_and_rebuilt(kind, prebuilt, artifacts, c
     if rebuilt.tokenizer is not None:
         rebuilt.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     if stage == "comparisons":
-        from helpers import reward
-        assert all(reward.load_comparisons(rebuilt))
+        assert all(comparisons.load_comparisons(rebuilt))
     capsys.readouterr()
     load_or_train(stage)  # the rebuilt artifact is used from now on
     assert f"loading {stage} from" in capsys.readouterr().out

@@ -7,7 +7,7 @@ as ``reward.score`` gives a notebook.
 import pytest
 import torch
 
-from helpers import ppo, reward
+from helpers import logprobs, models, reward
 from helpers.models import ModelSize, build_causal_lm
 from helpers.tokenizer import ASSISTANT
 
@@ -21,7 +21,7 @@ def tokenizer(small_tokenizer):
 
 def reward_model(tokenizer, pooling, seed=0):
     torch.manual_seed(seed)
-    model = ppo.value_model_from_causal_lm(build_causal_lm(tokenizer, SMALL)).eval()
+    model = models.value_model_from_causal_lm(build_causal_lm(tokenizer, SMALL)).eval()
     with torch.no_grad():  # a random head: a zero head would score everything 0 and prove nothing
         model.score.weight.normal_(0.0, 1.0)
     reward.set_pooling(model, tokenizer, pooling)
@@ -76,7 +76,7 @@ def test_ppo_scores_answers_as_the_notebooks_do(tokenizer, pooling):
     model.config.reward_offset = 0.25
     prompts, answers = ["Name two fruits.", "Reverse: a b c"], ["Fig, plum.", "c b a"]
     batch = reward._encode_pairs(tokenizer, prompts, answers, 160)
-    from_ppo = ppo.sequence_scores(model, batch["input_ids"], batch["attention_mask"])
+    from_ppo = logprobs.sequence_scores(model, batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(from_ppo, reward.score(model, tokenizer, prompts, answers), rtol=1e-5, atol=1e-5)
 
 
@@ -89,5 +89,5 @@ def test_the_two_poolings_differ_and_an_unknown_one_is_refused(tokenizer):
 
 
 def test_a_model_without_the_setting_reads_the_last_token(tokenizer):
-    model = ppo.value_model_from_causal_lm(build_causal_lm(tokenizer, SMALL))
+    model = models.value_model_from_causal_lm(build_causal_lm(tokenizer, SMALL))
     assert reward.pooling_of(model) == "last"  # e.g. a model trained by TRL's RewardTrainer

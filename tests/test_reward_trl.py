@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from helpers import reward, sft, world
 from helpers.labelers import Ranking
 from helpers.models import ModelSize, build_causal_lm, quiet_loading
-from helpers.stages import load_or_train
+from helpers.pipeline import load_or_train
 
 MICRO = ModelSize(n_layer=2, n_head=2, n_embd=32)
 

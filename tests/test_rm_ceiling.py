@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import labelers, reward, world
+from helpers import comparisons, evaluation, labelers, reward, reward_diagnostics, world
 from helpers.labelers import Ranking
 
 REFUSAL = world.REFUSAL  # over-refusing an ordinary request scores 0
@@ -68,7 +68,7 @@ def test_ceiling_analysis_by_hand(by_family):
                [0.0, 0.3]]  # against the labeler on a tie
     scored = scored_by_hand(rankings, rewards)
     assert len(scored.pairs) == 8
-    table = reward.ceiling_analysis(scored, {e.id: e for e in (arithmetic, capital, sort)})
+    table = reward_diagnostics.ceiling_analysis(scored, {e.id: e for e in (arithmetic, capital, sort)})
 
     assert list(table.index) == ["arithmetic", "sort", "capital", "all"]  # world.FAMILIES order
     a, s, c, total = (table.loc[f] for f in ("arithmetic", "sort", "capital", "all"))
@@ -98,7 +98,7 @@ def test_ceiling_analysis_of_the_gold_labeler_itself(by_family):
     answers = [e.response, f"Sure! {e.response} I hope this helps.", REFUSAL, "What is 12 plus 5?"]
     gold = labelers.gold_labeler_ranking(e, answers)
     scores = [labelers.gold_score(e, x) for x in answers]
-    table = reward.ceiling_analysis(scored_by_hand([gold], [scores]), {e.id: e})
+    table = reward_diagnostics.ceiling_analysis(scored_by_hand([gold], [scores]), {e.id: e})
     assert table.loc["all", "pairs"] == 5  # 6 pairs minus the tie of the two worthless answers
     assert table.loc["all", "gold_ties"] == 0
     assert table.loc["all", "oracle"] == 1.0
@@ -107,7 +107,7 @@ def test_ceiling_analysis_of_the_gold_labeler_itself(by_family):
 
 def test_ceiling_analysis_without_pairs():
     empty = reward.ScoredPairs([], torch.zeros(0), torch.zeros(0), [])
-    table = reward.ceiling_analysis(empty, {})
+    table = reward_diagnostics.ceiling_analysis(empty, {})
     assert list(table.index) == ["all"]
     assert table.loc["all", "pairs"] == 0
     assert table.loc[["all"], ["gold_ties", "oracle", "rm", "rm_nontied"]].isna().all().all()
@@ -146,7 +146,7 @@ class HandModel(torch.nn.Module):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.name_ids = {tokenizer(" " + n)["input_ids"][0] for n in NAMES}
-        self.greeting_ends = {tokenizer(g)["input_ids"][-1] for _, g in reward.COPY_PROBE_GREETINGS}
+        self.greeting_ends = {tokenizer(g)["input_ids"][-1] for _, g in evaluation.COPY_PROBE_GREETINGS}
         self.copy = copy
 
     def forward(self, input_ids, attention_mask=None):
@@ -163,13 +163,13 @@ class HandModel(torch.nn.Module):
 @pytest.mark.parametrize("chat", [True, False])
 def test_copy_probe_tells_a_copying_model_from_a_uniform_one(chat):
     tokenizer = WordTokenizer()
-    copying = reward.copy_probe(HandModel(tokenizer, copy=True), tokenizer, chat=chat, names=NAMES)
-    assert copying["prompts"] == len(reward.COPY_PROBE_GREETINGS) * 2 * len(NAMES)
+    copying = evaluation.copy_probe(HandModel(tokenizer, copy=True), tokenizer, chat=chat, names=NAMES)
+    assert copying["prompts"] == len(evaluation.COPY_PROBE_GREETINGS) * 2 * len(NAMES)
     assert copying["chance"] == pytest.approx(1 / 3)
     assert copying["p_name"] > 0.99 and copying["top1"] == 1.0
     assert copying["p_any_name"] == pytest.approx(copying["p_name"], abs=1e-6)
 
-    uniform = reward.copy_probe(HandModel(tokenizer, copy=False), tokenizer, chat=chat, names=NAMES)
+    uniform = evaluation.copy_probe(HandModel(tokenizer, copy=False), tokenizer, chat=chat, names=NAMES)
     assert uniform["p_name"] == pytest.approx(1 / 100)
     assert uniform["p_any_name"] == pytest.approx(3 / 100)
     assert uniform["top1"] == pytest.approx(1 / 3)  # ties go to the first name: right once in 3
@@ -181,7 +181,7 @@ def test_rank_with_team_shares_out_prompts_in_turn(by_family):
     team = labelers.labeler_team(3, seed=0)
     examples = [by_family[f] for f in ("arithmetic", "capital", "sort", "reverse", "list")]
     items = [(e, [REFUSAL, e.response]) for e in examples]
-    rankings = reward.rank_with_team(items, team)
+    rankings = comparisons.rank_with_team(items, team)
     assert [r.labeler for r in rankings] == [team[i % 3].name for i in range(5)]
     assert [r.prompt_id for r in rankings] == [e.id for e in examples]
     assert all(r.responses == [REFUSAL, e.response] for r, e in zip(rankings, examples))
@@ -191,17 +191,17 @@ def test_rank_with_team_shares_out_prompts_in_turn(by_family):
 
 def test_rank_with_team_needs_a_labeler(by_family):
     with pytest.raises(ValueError, match="labeler_team"):
-        reward.rank_with_team([(by_family["sort"], ["a", "b"])], [])
+        comparisons.rank_with_team([(by_family["sort"], ["a", "b"])], [])
 
 
 def test_difference_kind(by_family):
     e = by_family["sort"]
     padded = f"Sure! {e.response} I hope this helps."
-    assert reward.difference_kind(e, e.response, padded) == "brevity only"
-    assert reward.difference_kind(e, e.response, REFUSAL) == "correctness"
-    assert reward.difference_kind(e, padded, "What is 12 plus 5?") == "correctness"
-    assert reward.difference_kind(e, REFUSAL, "What is 12 plus 5?") == "gold tie"  # both 0
-    assert reward.difference_kind(e, e.response, e.response) == "gold tie"
+    assert reward_diagnostics.difference_kind(e, e.response, padded) == "brevity only"
+    assert reward_diagnostics.difference_kind(e, e.response, REFUSAL) == "correctness"
+    assert reward_diagnostics.difference_kind(e, padded, "What is 12 plus 5?") == "correctness"
+    assert reward_diagnostics.difference_kind(e, REFUSAL, "What is 12 plus 5?") == "gold tie"  # both 0
+    assert reward_diagnostics.difference_kind(e, e.response, e.response) == "gold tie"
 
 
 def test_accuracy_by_difference_by_hand(by_family):
@@ -213,18 +213,18 @@ def test_accuracy_by_difference_by_hand(by_family):
     first = ranking(e, answers, [2, 1, 3, 4])
     rewards = [[0.9, 0.5, 0.2, -1.0]]  # right on (0,2) (0,3) (1,2) (1,3) (2,3); wrong on (1,0)
     second = ranking(e, answers, [1, 2, 4, 3])  # agrees on the four correctness pairs only
-    table = reward.accuracy_by_difference(scored_by_hand([first], rewards), {e.id: e}, {e.id: second})
+    table = reward_diagnostics.accuracy_by_difference(scored_by_hand([first], rewards), {e.id: e}, {e.id: second})
     assert list(table.index) == ["brevity only", "correctness", "gold tie"]
     assert table["pairs"].tolist() == [1, 4, 1]
     assert table.loc["brevity only", ["rm", "gold", "second_labeler"]].tolist() == [0, 0, 0]
     assert table.loc["correctness", ["rm", "gold", "second_labeler"]].tolist() == [1, 1, 1]
     assert table.loc["gold tie", ["rm", "gold", "second_labeler"]].tolist() == [1, 0, 0]
-    without = reward.accuracy_by_difference(scored_by_hand([first], rewards), {e.id: e})
+    without = reward_diagnostics.accuracy_by_difference(scored_by_hand([first], rewards), {e.id: e})
     assert "second_labeler" not in without.columns
 
 
 def test_rank_with_team_start_gives_each_prompt_the_next_labeler(by_family):
     team = labelers.labeler_team(3, seed=0)
     items = [(by_family[f], [REFUSAL, by_family[f].response]) for f in ("sort", "reverse", "list", "capital")]
-    second = reward.rank_with_team(items, team, start=1)
+    second = comparisons.rank_with_team(items, team, start=1)
     assert [r.labeler for r in second] == [team[(1 + i) % 3].name for i in range(4)]

@@ -64,7 +64,7 @@ def test_our_loss_equals_what_trl_trains_on(tok):
 
 
 def test_short_sft_run_teaches_the_answer_format(course_artifacts):
-    from helpers.stages import load_or_train
+    from helpers.pipeline import load_or_train
 
     base = load_or_train("base")  # the fast-mode base of this test session
     prompts = world.prompts("eval")[::8]

@@ -5,9 +5,10 @@ import shutil
 
 import pytest
 
-from helpers import stages
+from helpers import pipeline, profiles, stages
 from helpers.config import settings
-from helpers.stages import HubUnavailableError, load_or_train, register_stage
+from helpers.hub import HubUnavailableError
+from helpers.pipeline import load_or_train, register_stage
 
 
 pytestmark = pytest.mark.usefixtures("course_env")
@@ -27,7 +28,7 @@ def test_trains_once_then_loads(capsys):
     assert base.path == settings().stage_dir("base") and base.path.name == "base"
     assert base.model is not None and base.tokenizer is not None
     s = base.info["settings"]
-    assert (s["profile"], s["fast"], s["code_version"]) == ("tiny", True, stages.STAGES["base"].version)
+    assert (s["profile"], s["fast"], s["code_version"]) == ("tiny", True, pipeline.STAGES["base"].version)
     tokenizer = load_or_train("tokenizer")
     assert tokenizer.model is None
     assert s["requires"] == {"tokenizer": tokenizer.build_id}
@@ -59,7 +60,7 @@ def test_changed_settings_rebuild_and_say_why(capsys, built):
 
 def test_new_code_version_rebuilds(capsys, monkeypatch, built):
     load_or_train("base")
-    monkeypatch.setattr(stages.STAGES["base"], "version", "test-next")
+    monkeypatch.setattr(pipeline.STAGES["base"], "version", "test-next")
     capsys.readouterr()
     load_or_train("base")
     assert "code_version" in capsys.readouterr().out
@@ -78,24 +79,24 @@ def test_rebuilt_prerequisite_rebuilds_dependents(capsys, built):
 
 def test_failed_training_leaves_nothing_behind(monkeypatch, course_env):
     target = settings().stage_dir("base")
-    real_train = stages.STAGES["base"].train_fn
+    real_train = pipeline.STAGES["base"].train_fn
 
     def crashes_halfway(config, inputs, out_dir):
         (out_dir / "model.safetensors").write_bytes(b"half a model")
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(stages.STAGES["base"], "train_fn", crashes_halfway)
+    monkeypatch.setattr(pipeline.STAGES["base"], "train_fn", crashes_halfway)
     with pytest.raises(RuntimeError, match="interrupted"):
         load_or_train("base")
     assert not target.exists()
     assert not list(target.parent.glob(".base.partial-*"))
 
-    monkeypatch.setattr(stages.STAGES["base"], "train_fn", real_train)
+    monkeypatch.setattr(pipeline.STAGES["base"], "train_fn", real_train)
     good = load_or_train("base")
     assert good.model is not None
 
     # a failed rebuild keeps the previous, complete artifact
-    monkeypatch.setattr(stages.STAGES["base"], "train_fn", crashes_halfway)
+    monkeypatch.setattr(pipeline.STAGES["base"], "train_fn", crashes_halfway)
     with pytest.raises(RuntimeError):
         load_or_train("base", steps=3)
     assert json.loads((target / "stage.json").read_text())["build_id"] == good.build_id
@@ -155,14 +156,15 @@ def test_registered_stage_gets_its_prerequisites(capsys, built):
         assert art.model == 42 and art.metrics == {"answer": 42} and seen["vocab"] > 256
         assert load_or_train("toy", answer=7).model == 7
     finally:
-        stages.STAGES.pop("toy", None)
+        pipeline.STAGES.pop("toy", None)
 
 
 def test_gpu_profile_offline_says_to_use_tiny(monkeypatch, course_env):
     monkeypatch.setenv("COURSE_PROFILE", "gpu")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # a name no cache holds, so the test never depends on what was downloaded before
-    monkeypatch.setitem(stages.GPU_MODELS, "base", "course-tests/not-a-cached-model")
+    for stage in ("tokenizer", "base"):  # the tokenizer is the base model's
+        monkeypatch.setitem(profiles.GPU.stages, stage, {"hub_model": "course-tests/not-a-cached-model"})
     with pytest.raises(HubUnavailableError, match="COURSE_PROFILE=tiny") as err:
         load_or_train("base")
     assert "course-tests/not-a-cached-model" in str(err.value)
@@ -187,17 +189,17 @@ def test_keep_trained_stores_a_model_trained_elsewhere(capsys, built):
     register_stage("toy", lambda run: {"answer": 42}, train, load, requires=["tokenizer"])
     try:
         # other settings than the stage's: nothing is written
-        assert stages.keep_trained("toy", save, {"answer": 7}) is False
+        assert pipeline.keep_trained("toy", save, {"answer": 7}) is False
         assert "answer 42 -> 7" in capsys.readouterr().out
         assert not stages.current_settings().stage_dir("toy").exists()
         # the stage's settings: kept, and load_or_train loads it without training
-        assert stages.keep_trained("toy", save, {"answer": 42}) is True
+        assert pipeline.keep_trained("toy", save, {"answer": 42}) is True
         art = load_or_train("toy")
         assert (art.model, art.metrics, trained["n"]) == (41, {"answer": 41}, 0)
         # an up-to-date artifact is left alone
-        assert stages.keep_trained("toy", lambda folder: 1 / 0, {"answer": 42}) is False
+        assert pipeline.keep_trained("toy", lambda folder: 1 / 0, {"answer": 42}) is False
         assert load_or_train("toy").model == 41
         # other settings asked of load_or_train still train
         assert load_or_train("toy", answer=5).model == 5 and trained["n"] == 1
     finally:
-        stages.STAGES.pop("toy", None)
+        pipeline.STAGES.pop("toy", None)

@@ -1,0 +1,373 @@
+"""The course's pipeline: every stage, in order, and how each one is made.
+
+    tokenizer -> base -> sft -> comparisons -> rm -> ppo, ppo_ptx, ppo_high_beta
+              -> base_big (the bigger base model that notebook 06 compares with)
+
+A notebook asks for a stage with ``load_or_train("sft")``: the artifact cache
+(``helpers.stages``) gives the one it holds if it was made with the current settings, and
+otherwise trains it, and whatever it needs first, with the settings of the profile
+(``helpers.profiles``). So every notebook runs on its own, even when the ones before it never
+ran.
+
+Each stage below is a short recipe: its settings (from the profile's table), a function that
+trains it by calling its algorithm module (``pretrain``, ``sft``, ``comparisons``, ``reward``,
+``ppo``) and saves the result into a folder, a function that loads that folder, and an estimate
+of how long training takes. The algorithm modules know nothing of the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from helpers import comparisons, hub, labelers, ppo, profiles, reward, sft, speed, stages, world
+from helpers import tokenizer as tk
+from helpers.config import Settings, device, settings as current_settings
+from helpers.models import (build_causal_lm, count_parameters, describe_size, load_causal_lm, load_reward_model,
+                            quiet_loading)
+from helpers.pretrain import PretrainConfig, pretrain, pretraining_batches
+from helpers.stages import Artifact, Stage
+
+FAST_ESTIMATE = "a few seconds, fast mode"
+
+# --------------------------------------------------------------------------------------------
+# Shared by the recipes
+# --------------------------------------------------------------------------------------------
+
+
+def _table(run: Settings, stage: str) -> dict:
+    return profiles.stage_settings(run.profile, run.fast, stage)
+
+
+def _filled(settings_class, table: dict, seed: int) -> dict:
+    """Every field of ``settings_class``: the table's value where it has one, else the class
+    default, and the run's seed."""
+    names = {f.name for f in fields(settings_class)}
+    return asdict(settings_class(**{k: v for k, v in table.items() if k in names and k != "seed"}, seed=seed))
+
+
+def _of(settings_class, config: dict):
+    """The ``settings_class`` instance a stage's settings dict holds."""
+    return settings_class(**{f.name: config[f.name] for f in fields(settings_class)})
+
+
+def save_model(out_dir: Path, model, tokenizer, history: dict | None = None) -> None:
+    """A model artifact: the model and its tokenizer (``save_pretrained``, so the folder is a
+    complete model that ``from_pretrained(path)`` loads), and its training curves, if any."""
+    with quiet_loading():
+        model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    if history is not None:
+        (out_dir / stages.HISTORY_FILE).write_text(json.dumps(history))
+
+
+def load_lm(path: Path, info: dict):
+    """A causal-LM artifact (base, sft, ppo...): the model in eval mode and its tokenizer."""
+    model = load_causal_lm(path, device())
+    model.eval()
+    return model, tk.load_tokenizer(path)
+
+
+def _minutes(unit: str, count: int, what: str) -> str:
+    return f"{what}, " + (speed.estimate(unit, count) or "minutes")
+
+
+# --------------------------------------------------------------------------------------------
+# tokenizer: trained on the world's text (tiny), or the hub model's (gpu)
+# --------------------------------------------------------------------------------------------
+
+
+def _tokenizer_settings(run: Settings) -> dict:
+    table = _table(run, "tokenizer")
+    return table if "hub_model" in table else {**table, "corpus_seed": run.seed}
+
+
+def _train_tokenizer(config: dict, inputs: dict, out_dir: Path) -> dict:
+    if "hub_model" in config:
+        tok = hub.from_hub(AutoTokenizer.from_pretrained, config["hub_model"])
+        added = tk.add_course_tokens(tok)
+        tok.save_pretrained(out_dir)
+        return {"vocab_size": len(tok), "tokens_added": added}
+    texts = world.pretraining_corpus(seed=config["corpus_seed"], n_docs=config["n_docs"])
+    # The tokenizer learns from all the text the course's models will read: the web, and the
+    # demonstrations' answers, whose opening words ("Sure", "Sorry") the web rarely starts a
+    # line with. Without them, an answer's first word is spelled letter by letter.
+    demos = world.demonstrations(seed=config["corpus_seed"])
+    texts = texts + [f"{d.prompt}\n{d.response}" for d in demos]
+    tok = tk.train_tokenizer(texts, vocab_size=config["vocab_size"],
+                             model_max_length=config["model_max_length"])
+    tok.save_pretrained(out_dir)
+    return {"vocab_size": len(tok), "documents": len(texts)}
+
+
+def _load_tokenizer(path: Path, info: dict):
+    return None, tk.load_tokenizer(path)
+
+
+def _tokenizer_estimate(config: dict, run: Settings) -> str:
+    return f"downloading {config['hub_model']}'s tokenizer" if "hub_model" in config else "a few seconds"
+
+
+# --------------------------------------------------------------------------------------------
+# base, base_big: pretraining from scratch (tiny), or a hub model (gpu)
+# --------------------------------------------------------------------------------------------
+
+
+def _base_settings(stage: str) -> Callable[[Settings], dict]:
+    def settings_fn(run: Settings) -> dict:
+        table = _table(run, stage)
+        if "hub_model" in table:
+            return table
+        # Flat, so that one setting can be overridden: load_or_train("base", steps=600).
+        return {**table, **_filled(PretrainConfig, table, run.seed), "shape": describe_size(table["size"]),
+                "corpus_seed": run.seed}
+
+    return settings_fn
+
+
+def _train_base(config: dict, inputs: dict, out_dir: Path) -> dict:
+    tok = inputs["tokenizer"].tokenizer
+    if "hub_model" in config:
+        model = hub.from_hub(AutoModelForCausalLM.from_pretrained, config["hub_model"])
+        if model.get_input_embeddings().num_embeddings < len(tok):
+            model.resize_token_embeddings(len(tok))  # room for the pad and chat tokens
+        model.config.pad_token_id = tok.pad_token_id
+        model.config.eos_token_id = tok.eos_token_id
+        save_model(out_dir, model, tok)
+        return {"parameters": count_parameters(model)}
+    texts = world.pretraining_corpus(seed=config["corpus_seed"], n_docs=config["n_docs"])
+    heldout = world.heldout_corpus(seed=config["corpus_seed"], n_docs=config["heldout_docs"])
+    model = build_causal_lm(tok, config["size"]).to(device())
+    history = pretrain(model, tok, texts, _of(PretrainConfig, config), progress=True, heldout_texts=heldout)
+    save_model(out_dir, model, tok, history)
+    last = history["train_loss"][-20:]
+    return {
+        "parameters": count_parameters(model),
+        "train_loss": sum(last) / len(last),
+        "heldout_loss": history["heldout_loss"][-1],
+        "tokens_per_second": round(history["tokens_per_second"]),
+        "tokens_seen": history["tokens_seen"],
+        "seconds": round(history["seconds"], 1),
+    }
+
+
+def _base_estimate(config: dict, run: Settings) -> str:
+    if "hub_model" in config:
+        return f"downloading {config['hub_model']} from the hub"
+    if run.fast:
+        return FAST_ESTIMATE
+    tokens = config["steps"] * config["batch_size"] * config["seq_len"]
+    return speed.describe_minutes(speed.training_minutes(tokens, config["size"]))
+
+
+# --------------------------------------------------------------------------------------------
+# sft: the base model fine-tuned on demonstrations
+# --------------------------------------------------------------------------------------------
+
+
+def _sft_settings(run: Settings) -> dict:
+    return {**_filled(sft.SFTSettings, _table(run, "sft"), run.seed), "demonstrations_seed": run.seed}
+
+
+def _train_sft(config: dict, inputs: dict, out_dir: Path) -> dict:
+    base = inputs["base"]
+    model = load_causal_lm(base.path, device())
+    demos = world.demonstrations(seed=config["demonstrations_seed"])
+    history = sft.train_sft(model, base.tokenizer, demos, _of(sft.SFTSettings, config))
+    save_model(out_dir, model, base.tokenizer, history.as_dict())
+    return {"val_loss": history.val_loss[-1] if history.val_loss else None,
+            "gold_score": history.gold_score[-1] if history.gold_score else None,
+            "seconds": round(history.seconds, 1)}
+
+
+def _sft_estimate(config: dict, run: Settings) -> str:
+    return FAST_ESTIMATE if run.fast else _minutes("sft_epoch", config["epochs"], f"{config['epochs']} epochs")
+
+
+# --------------------------------------------------------------------------------------------
+# comparisons: K answers of the SFT model per prompt, ranked by the simulated labelers
+# --------------------------------------------------------------------------------------------
+
+
+def _comparisons_settings(run: Settings) -> dict:
+    return {**_table(run, "comparisons"), "seed": run.seed}
+
+
+def _train_comparisons(config: dict, inputs: dict, out_dir: Path) -> dict:
+    return comparisons.collect(inputs["sft"].model, inputs["sft"].tokenizer, config, out_dir)
+
+
+def _no_model(path: Path, info: dict):
+    return None, None  # the rankings are read with comparisons.load_comparisons(artifact)
+
+
+def _comparisons_estimate(config: dict, run: Settings) -> str:
+    if run.fast:
+        return FAST_ESTIMATE
+    prompts = config["n_prompts"] + config["heldout_prompts"]
+    return _minutes("comparisons_prompt", prompts, f"sampling {config['k']} answers to {prompts} prompts")
+
+
+# --------------------------------------------------------------------------------------------
+# rm: the reward model, from the SFT model and the comparisons
+# --------------------------------------------------------------------------------------------
+
+
+def _rm_settings(run: Settings) -> dict:
+    table = _table(run, "rm")
+    return {**_filled(reward.RMSettings, table, run.seed), "offset_demonstrations": table["offset_demonstrations"]}
+
+
+def _train_rm(config: dict, inputs: dict, out_dir: Path) -> dict:
+    sft_artifact, tokenizer = inputs["sft"], inputs["sft"].tokenizer
+    train, held = comparisons.load_comparisons(inputs["comparisons"])
+    model, metrics, history = reward.train_reward_stage(train, held, sft_artifact.path, tokenizer,
+                                                        _of(reward.RMSettings, config))
+    demos = world.demonstrations(seed=config["seed"])[: config["offset_demonstrations"]]
+    metrics["demonstration_offset"] = reward.set_demonstration_offset(
+        model, tokenizer, [d.prompt for d in demos], [d.response for d in demos])
+    save_model(out_dir, model, tokenizer, history.as_dict())
+    return metrics
+
+
+def _load_rm(path: Path, info: dict):
+    model = load_reward_model(path, device())
+    model.eval()
+    return model, tk.load_tokenizer(path)
+
+
+def _rm_estimate(config: dict, run: Settings) -> str:
+    if run.fast:
+        return FAST_ESTIMATE
+    epochs = config["epochs"]
+    return _minutes("rm_epoch", epochs, f"{epochs} epoch{'s' * (epochs > 1)}")
+
+
+# --------------------------------------------------------------------------------------------
+# ppo, ppo_ptx, ppo_high_beta: the policy trained against the reward model
+# --------------------------------------------------------------------------------------------
+
+
+def _ppo_settings(stage: str) -> Callable[[Settings], dict]:
+    def settings_fn(run: Settings) -> dict:
+        table = _table(run, stage)
+        return {**table, **_filled(ppo.PPOConfig, table, run.seed), "prompt_seed": run.seed}
+
+    return settings_fn
+
+
+def ppo_config_and_prompts(config: dict) -> tuple[ppo.PPOConfig, list]:
+    """The PPOConfig and the training prompts of a PPO stage's settings (``settings("ppo")``)."""
+    return _of(ppo.PPOConfig, config), world.prompts("ppo", seed=config["prompt_seed"], n=config["n_prompts"])
+
+
+def _ppo_metrics(history: dict) -> dict:
+    last = max(1, len(history["score"]) // 10)  # the last tenth of the run
+
+    def tail(name: str) -> float:
+        return sum(history[name][-last:]) / last
+
+    return {"score_start": history["score"][0], "score_end": tail("score"),
+            "gold_start": history["gold"][0], "gold_end": tail("gold"),
+            "kl_end": tail("kl"), "response_length_end": tail("response_length"),
+            "episodes": history["episodes"][-1],
+            "seconds": round(sum(sum(v) for k, v in history.items() if k.startswith("time_")), 1)}
+
+
+def _train_ppo(config: dict, inputs: dict, out_dir: Path) -> dict:
+    """The policy starts as a copy of the SFT model, which also stays frozen as the reference;
+    the value model starts as a copy of the RM and is not kept after training."""
+    models = ppo.prepare_models(inputs["sft"], inputs["rm"])
+    ppo_config, prompts = ppo_config_and_prompts(config)
+    ptx_batches = None
+    if ppo_config.ptx_coef > 0:
+        texts = world.pretraining_corpus(seed=config["prompt_seed"], n_docs=config["ptx_docs"])
+        ptx_batches = pretraining_batches(models.tokenizer, texts, ppo_config.ptx_batch_size,
+                                          config["ptx_seq_len"], seed=ppo_config.seed)
+    history = ppo.train_ppo(models, prompts, ppo_config, progress=True, gold_fn=labelers.gold_score,
+                            ptx_batches=ptx_batches)
+    save_model(out_dir, models.policy, models.tokenizer, history)
+    return _ppo_metrics(history)
+
+
+def _ppo_estimate(config: dict, run: Settings) -> str:
+    if run.fast:
+        return FAST_ESTIMATE
+    unit = "ppo_ptx_episode" if config["ptx_coef"] > 0 else "ppo_episode"
+    return f"{config['total_episodes']} episodes, " + (
+        speed.estimate(unit, config["total_episodes"]) or "minutes on a GPU")
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline, in order
+# --------------------------------------------------------------------------------------------
+
+#: Every stage of the course by name, in pipeline order. ``version``: bump it when a stage's code
+#: changes what it produces, so that artifacts made by older code are rebuilt.
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    Stage("tokenizer", _tokenizer_settings, _train_tokenizer, _load_tokenizer, version="3",
+          estimate_fn=_tokenizer_estimate),
+    Stage("base", _base_settings("base"), _train_base, load_lm, requires=("tokenizer",), version="2",
+          estimate_fn=_base_estimate),
+    Stage("sft", _sft_settings, _train_sft, load_lm, requires=("base",), version="3",
+          estimate_fn=_sft_estimate),
+    Stage("comparisons", _comparisons_settings, _train_comparisons, _no_model, requires=("sft",),
+          version="5", estimate_fn=_comparisons_estimate),
+    Stage("rm", _rm_settings, _train_rm, _load_rm, requires=("sft", "comparisons"), version="1",
+          estimate_fn=_rm_estimate),
+    Stage("ppo", _ppo_settings("ppo"), _train_ppo, load_lm, requires=("sft", "rm"), version="1",
+          estimate_fn=_ppo_estimate),
+    Stage("ppo_ptx", _ppo_settings("ppo_ptx"), _train_ppo, load_lm, requires=("sft", "rm"), version="1",
+          estimate_fn=_ppo_estimate),
+    Stage("ppo_high_beta", _ppo_settings("ppo_high_beta"), _train_ppo, load_lm, requires=("sft", "rm"),
+          version="1", estimate_fn=_ppo_estimate),
+    Stage("base_big", _base_settings("base_big"), _train_base, load_lm, requires=("tokenizer",), version="3",
+          estimate_fn=_base_estimate),
+)}
+
+
+def register_stage(name: str, settings_fn, train_fn, load_fn, requires=(), version: str = "1",
+                   estimate_fn=None) -> Stage:
+    """Add (or replace) a stage of the pipeline, e.g. an experiment of your own; returns it.
+    See ``stages.Stage`` for what each function does."""
+    stage = Stage(name, settings_fn, train_fn, load_fn, tuple(requires), str(version), estimate_fn)
+    STAGES[name] = stage
+    return stage
+
+
+def get_stage(name: str) -> Stage:
+    return stages.stage_of(STAGES, name)
+
+
+def settings(stage: str, run: Settings | None = None) -> dict:
+    """The settings ``stage`` trains with in ``run`` (default: the current profile and fast mode)."""
+    return get_stage(stage).settings_fn(run or current_settings())
+
+
+def load_or_train(stage: str, **overrides) -> Artifact:
+    """The artifact of ``stage``: from the cache if it was made with the current settings, else
+    trained now (with whatever it needs first). ``overrides`` replace the stage's default
+    settings, e.g. ``load_or_train("base", steps=600)``. See ``stages.load_or_train``."""
+    return stages.load_or_train(STAGES, stage, **overrides)
+
+
+def keep_trained(stage: str, save_fn: Callable[[Path], dict | None], settings: dict) -> bool:
+    """Keep a model trained outside ``load_or_train`` as the artifact of ``stage`` (see
+    ``stages.keep_trained``); True when it was stored."""
+    return stages.keep_trained(STAGES, stage, save_fn, settings)
+
+
+def keep_ppo(policy, tokenizer, history: dict, config: ppo.PPOConfig) -> bool:
+    """Keep a policy trained with ``ppo.train_ppo`` in a notebook as the "ppo" artifact, so that
+    ``load_or_train("ppo")`` (notebook 06) loads it instead of training the same run again.
+    Only a run with the "ppo" stage's settings is kept."""
+
+    def save(folder: Path) -> dict:
+        save_model(folder, policy, tokenizer, history)
+        return _ppo_metrics(history)
+
+    return keep_trained("ppo", save, {**settings("ppo"), **asdict(config)})

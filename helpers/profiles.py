@@ -1,0 +1,130 @@
+"""The two profiles, as data: what every stage of the pipeline does in each, and in fast mode.
+
+* ``tiny`` trains its own small models from scratch on the Instruction World, offline, on any
+  CPU. Its runs are sized for a 2-core laptop: the whole course in about half an hour.
+* ``gpu`` starts from pretrained SmolLM2 models from the Hugging Face hub and needs a GPU.
+
+Each table below sets, per stage, the settings that make the profile what it is (how long, how
+big, how fast it learns). Everything else takes the defaults of the stage's settings class
+(``PretrainConfig``, ``SFTSettings``, ``RMSettings``, ``PPOConfig``), where each one is
+explained. Fast mode (``COURSE_FAST=1``) is a smoke run of the same pipeline: it changes only
+the sizes, listed in each profile's ``fast`` table, so a notebook runs top to bottom in seconds.
+
+A stage reads its settings with ``stage_settings(profile, fast, stage)``; ``load_or_train``
+overrides replace any of them for one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Responses sampled per prompt for labelers to rank. InstructGPT showed labelers between 4 and
+#: 9; each ranking of K gives K(K-1)/2 comparison pairs.
+K = 4
+
+#: PPO-ptx's weight of the pretraining loss. InstructGPT's gamma = 27.8 goes with its own loss
+#: scaling; here both losses are per-token means, and 1.0 makes the pretraining loss pull about as
+#: hard as the policy loss.
+PTX_COEF = 1.0
+
+#: The paper's alternative to PPO-ptx: a larger KL coefficient instead of the pretraining loss.
+HIGH_BETA = 0.5
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What every stage does in one profile: ``stages[stage]`` are its settings in full mode,
+    ``fast[stage]`` what fast mode changes on top of them, ``variants[stage]`` a stage that is
+    another stage's run with a few settings changed, as (that stage, the changes)."""
+
+    name: str
+    stages: dict[str, dict]
+    fast: dict[str, dict]
+    variants: dict[str, tuple[str, dict]] = field(default_factory=dict)
+
+
+# Pretraining from scratch (tiny profile). Why 2400 steps: the ability to copy from the context,
+# which most tasks need, appears late (``benchmarks/base_copying.py`` probes it). Why 16 blocks a
+# step: more, smaller steps suit a small model better than fewer, larger ones in the same time.
+_PRETRAIN = {"steps": 2400, "batch_size": 16, "seq_len": 128, "lr": 3e-3, "warmup": 40,
+             "eval_every": 200, "n_docs": None, "heldout_docs": 500}
+
+# The variants of the PPO stage that notebook 06 compares (both profiles).
+_PPO_VARIANTS = {"ppo_ptx": ("ppo", {"ptx_coef": PTX_COEF}),
+                 "ppo_high_beta": ("ppo", {"kl_coef": HIGH_BETA})}
+
+# Fast mode of the stages both profiles train the same way: a few dozen examples each.
+_FAST_TRAINING = {
+    "sft": {"epochs": 1, "n_demonstrations": 96, "batch_size": 16, "eval_prompts_per_epoch": 12},
+    "comparisons": {"n_prompts": 24, "heldout_prompts": 12},
+    "rm": {"prompts_per_batch": 4, "pairs_per_batch": 24, "offset_demonstrations": 40},
+    "ppo": {"total_episodes": 16, "batch_size": 8, "minibatch_size": 4, "ppo_epochs": 2,
+            "max_new_tokens": 16, "reward_norm_prompts": 8, "n_prompts": 64, "ptx_seq_len": 64,
+            "ptx_docs": 300},
+}
+
+TINY = Profile(
+    name="tiny",
+    stages={
+        "tokenizer": {"vocab_size": 2048, "model_max_length": 256, "n_docs": None},
+        "base": {"size": "tiny", **_PRETRAIN},
+        # The big model (5.4x the parameters) is several times slower per token, so it trains on
+        # the same corpus for a third as many steps, to keep notebook 06 within the course's time
+        # budget; a wider model wants a smaller step.
+        "base_big": {"size": "big", **_PRETRAIN, "steps": 800, "eval_every": 100, "lr": 2e-3},
+        "sft": {"epochs": 6, "learning_rate": 2e-3, "batch_size": 32, "max_length": 128,
+                "n_demonstrations": None, "eval_prompts_per_epoch": 120},
+        "comparisons": {"n_prompts": 1500, "heldout_prompts": 300, "k": K, "temperature": 1.0,
+                        "max_new_tokens": 48, "n_labelers": 6},
+        "rm": {"epochs": 1, "learning_rate": 1e-3, "prompts_per_batch": 8, "pairs_per_batch": 48,
+               "max_length": 160, "offset_demonstrations": 400},
+        "ppo": {"total_episodes": 3072, "batch_size": 64, "minibatch_size": 16, "ppo_epochs": 4,
+                "max_new_tokens": 40, "learning_rate": 3e-5, "value_learning_rate": 1e-4,
+                "reward_norm_prompts": 128, "n_prompts": None, "ptx_seq_len": 128, "ptx_docs": None},
+    },
+    fast={
+        **_FAST_TRAINING,
+        "tokenizer": {"n_docs": 2000},
+        "base": {"steps": 12, "batch_size": 8, "seq_len": 64, "warmup": 2, "eval_every": 6,
+                 "n_docs": 2000, "heldout_docs": 100},
+        "base_big": {"steps": 12, "batch_size": 8, "seq_len": 64, "warmup": 2, "eval_every": 6,
+                     "n_docs": 2000, "heldout_docs": 100},
+    },
+    variants=_PPO_VARIANTS,
+)
+
+_SMOLLM2 = "HuggingFaceTB/SmolLM2-135M"
+
+GPU = Profile(
+    name="gpu",
+    stages={
+        "tokenizer": {"hub_model": _SMOLLM2},  # the base model's own, with the course's chat tokens added
+        "base": {"hub_model": _SMOLLM2},
+        "base_big": {"hub_model": "HuggingFaceTB/SmolLM2-360M"},
+        # A pretrained 135M model learns the answer format in far fewer, smaller steps.
+        "sft": {**TINY.stages["sft"], "epochs": 2, "learning_rate": 5e-5, "batch_size": 16,
+                "max_length": 512},
+        "comparisons": TINY.stages["comparisons"],
+        "rm": {**TINY.stages["rm"], "learning_rate": 1e-5, "max_length": 512},
+        # Smaller steps, longer answers and more episodes for a pretrained model.
+        "ppo": {**TINY.stages["ppo"], "total_episodes": 8192, "max_new_tokens": 64,
+                "learning_rate": 1e-6, "value_learning_rate": 1e-5},
+    },
+    fast=_FAST_TRAINING,
+    variants=_PPO_VARIANTS,
+)
+
+PROFILES: dict[str, Profile] = {profile.name: profile for profile in (TINY, GPU)}
+
+
+def stage_settings(profile: str, fast: bool, stage: str) -> dict:
+    """The settings a profile gives ``stage`` (full mode, or fast mode on top), as a new dict.
+    A stage no profile table names (one added by a notebook or a test) gets none."""
+    table = PROFILES[profile]
+    if stage in table.variants:
+        parent, changes = table.variants[stage]
+        return {**stage_settings(profile, fast, parent), **changes}
+    settings = dict(table.stages.get(stage, {}))
+    if fast:
+        settings.update(table.fast.get(stage, {}))
+    return settings
