@@ -78,7 +78,7 @@ def lab(tmp_path_factory):
     import torch
 
     from helpers.config import settings
-    from helpers.stages import load_or_train
+    from helpers.pipeline import load_or_train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
