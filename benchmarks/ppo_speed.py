@@ -109,7 +109,8 @@ def run_ours(out: str, iterations: int, threads: int, fresh: bool) -> None:
 
     cpu_started = time.process_time()
     clock[0] = time.perf_counter()
-    models = ppo.PPOModels(policy, reference, value_model, reward_model, tokenizer)
+    models = ppo.PPOModels(policy=policy, reference=reference, value_model=value_model,
+                           reward_model=reward_model, tokenizer=tokenizer)
     history = ppo.train_ppo(models, prompts, config, callback=lap, progress=False)
     cpu = time.process_time() - cpu_started
     n = config.n_iterations

@@ -100,10 +100,7 @@ class PackedBatch:
 def pack_sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int) -> PackedBatch:
     """Pack the real tokens of a ``[prompt | response]`` batch into fewer, fuller rows.
 
-    Why: a padded batch is as wide as its longest prompt plus its longest response, and the
-    responses vary (about 11 tokens, the longest of a batch about 25, in the tiny profile), so
-    about half of what a padded forward and backward pass computes is padding. Packed, the
-    models compute little besides real tokens.
+    Why: see the module docstring (``benchmarks/ppo_speed.py`` measures what it saves).
 
     Each row holds whole sequences one after another (first-fit, longest first, into rows twice
     as wide as the longest sequence); the position ids restart at 0 with every sequence. Given

@@ -309,24 +309,24 @@ def _ppo_estimate(config: dict, run: Settings) -> str:
 #: Every stage of the course by name, in pipeline order. ``version``: bump it when a stage's code
 #: changes what it produces, so that artifacts made by older code are rebuilt.
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
-    Stage("tokenizer", _tokenizer_settings, _train_tokenizer, _load_tokenizer, version="3",
-          estimate_fn=_tokenizer_estimate),
-    Stage("base", _base_settings("base"), _train_base, load_lm, requires=("tokenizer",), version="2",
-          estimate_fn=_base_estimate),
-    Stage("sft", _sft_settings, _train_sft, load_lm, requires=("base",), version="3",
-          estimate_fn=_sft_estimate),
-    Stage("comparisons", _comparisons_settings, _train_comparisons, _no_model, requires=("sft",),
-          version="5", estimate_fn=_comparisons_estimate),
-    Stage("rm", _rm_settings, _train_rm, _load_rm, requires=("sft", "comparisons"), version="1",
-          estimate_fn=_rm_estimate),
-    Stage("ppo", _ppo_settings("ppo"), _train_ppo, load_lm, requires=("sft", "rm"), version="1",
-          estimate_fn=_ppo_estimate),
-    Stage("ppo_ptx", _ppo_settings("ppo_ptx"), _train_ppo, load_lm, requires=("sft", "rm"), version="1",
-          estimate_fn=_ppo_estimate),
-    Stage("ppo_high_beta", _ppo_settings("ppo_high_beta"), _train_ppo, load_lm, requires=("sft", "rm"),
-          version="1", estimate_fn=_ppo_estimate),
-    Stage("base_big", _base_settings("base_big"), _train_base, load_lm, requires=("tokenizer",), version="3",
-          estimate_fn=_base_estimate),
+    Stage("tokenizer", settings_fn=_tokenizer_settings, train_fn=_train_tokenizer, load_fn=_load_tokenizer,
+          version="3", estimate_fn=_tokenizer_estimate),
+    Stage("base", settings_fn=_base_settings("base"), train_fn=_train_base, load_fn=load_lm,
+          requires=("tokenizer",), version="2", estimate_fn=_base_estimate),
+    Stage("sft", settings_fn=_sft_settings, train_fn=_train_sft, load_fn=load_lm,
+          requires=("base",), version="3", estimate_fn=_sft_estimate),
+    Stage("comparisons", settings_fn=_comparisons_settings, train_fn=_train_comparisons, load_fn=_no_model,
+          requires=("sft",), version="5", estimate_fn=_comparisons_estimate),
+    Stage("rm", settings_fn=_rm_settings, train_fn=_train_rm, load_fn=_load_rm,
+          requires=("sft", "comparisons"), version="1", estimate_fn=_rm_estimate),
+    Stage("ppo", settings_fn=_ppo_settings("ppo"), train_fn=_train_ppo, load_fn=load_lm,
+          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+    Stage("ppo_ptx", settings_fn=_ppo_settings("ppo_ptx"), train_fn=_train_ppo, load_fn=load_lm,
+          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+    Stage("ppo_high_beta", settings_fn=_ppo_settings("ppo_high_beta"), train_fn=_train_ppo, load_fn=load_lm,
+          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+    Stage("base_big", settings_fn=_base_settings("base_big"), train_fn=_train_base, load_fn=load_lm,
+          requires=("tokenizer",), version="3", estimate_fn=_base_estimate),
 )}
 
 
@@ -334,7 +334,8 @@ def register_stage(name: str, settings_fn, train_fn, load_fn, requires=(), versi
                    estimate_fn=None) -> Stage:
     """Add (or replace) a stage of the pipeline, e.g. an experiment of your own; returns it.
     See ``stages.Stage`` for what each function does."""
-    stage = Stage(name, settings_fn, train_fn, load_fn, tuple(requires), str(version), estimate_fn)
+    stage = Stage(name, settings_fn=settings_fn, train_fn=train_fn, load_fn=load_fn, requires=tuple(requires),
+                  version=str(version), estimate_fn=estimate_fn)
     STAGES[name] = stage
     return stage
 

@@ -136,7 +136,8 @@ def test_works_as_the_callback_of_a_real_ppo_run():
         config = ppo.PPOConfig(total_episodes=16, batch_size=8, minibatch_size=8, ppo_epochs=1, max_new_tokens=8,
                                reward_norm=False, samples_to_show=2)
         dashboard = TrainingDashboard(total_iterations=config.n_iterations, display=False)
-        models = ppo.PPOModels(policy, copy.deepcopy(policy), value_model_from_causal_lm(policy), None, tokenizer)
+        models = ppo.PPOModels(policy=policy, reference=copy.deepcopy(policy),
+                               value_model=value_model_from_causal_lm(policy), reward_model=None, tokenizer=tokenizer)
         history = ppo.train_ppo(models, world.prompts("ppo", n=16), config, callback=dashboard.update,
                                 progress=False, reward_fn=lambda examples, responses: [len(r) for r in responses],
                                 gold_fn=lambda example, response: 0.5)

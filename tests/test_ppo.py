@@ -23,6 +23,13 @@ TINY = ModelSize(n_layer=2, n_head=2, n_embd=32, n_positions=128, dropout=0.1)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def toy_models(policy, tokenizer) -> ppo.PPOModels:
+    """A run's models for a reward function instead of a reward model: the policy, a frozen copy
+    of it as the reference, and a fresh value model."""
+    return ppo.PPOModels(policy=policy, reference=copy.deepcopy(policy),
+                         value_model=value_model_from_causal_lm(policy), reward_model=None, tokenizer=tokenizer)
+
+
 @pytest.fixture(scope="module")
 def tokenizer(small_tokenizer):
     return small_tokenizer
@@ -66,8 +73,7 @@ def test_first_ratio_is_exactly_one_with_dropout_and_temperature(tokenizer, prom
     assert not torch.equal(policy(ids).logits, policy(ids).logits)  # dropout on: passes differ
 
     config = small_config(total_episodes=16, temperature=0.7)
-    history = ppo.train_ppo(ppo.PPOModels(policy, copy.deepcopy(policy), value_model_from_causal_lm(policy), None,
-                                          tokenizer), prompts, config, progress=False, reward_fn=vowel_share)
+    history = ppo.train_ppo(toy_models(policy, tokenizer), prompts, config, progress=False, reward_fn=vowel_share)
     assert history["first_ratio_error"][0] < 1e-6
     assert history["clipfrac"][0] > 0  # and the update did move the policy afterwards
 
@@ -285,8 +291,7 @@ def test_a_short_run_raises_the_reward(tokenizer, prompts):
     # 30 iterations: over policy seeds 0 / 1 / 2 the mean of the last three scores is 0.51 / 0.52 /
     # 0.95 at 30 iterations (0.31 / 0.52 / 0.95 at 20), against the required start + 0.25 (about 0.36)
     config = small_config(total_episodes=16 * 30)
-    history = ppo.train_ppo(ppo.PPOModels(policy, copy.deepcopy(policy), value_model_from_causal_lm(policy), None,
-                                          tokenizer), prompts, config, progress=False, reward_fn=vowel_share)
+    history = ppo.train_ppo(toy_models(policy, tokenizer), prompts, config, progress=False, reward_fn=vowel_share)
     start, end = history["score"][0], sum(history["score"][-3:]) / 3
     assert end > start + 0.25, history["score"]
     assert history["kl"][-1] > 1.0  # it got there by moving away from the reference
@@ -303,8 +308,7 @@ def test_runs_are_deterministic_and_ptx_and_callback_work(tokenizer, prompts):
         seen = []
         config = small_config(kl_coef=0.05, kl_target=1.0, kl_horizon=100, ptx_coef=0.5, ptx_batch_size=2)
         history = ppo.train_ppo(
-            ppo.PPOModels(policy, copy.deepcopy(policy), value_model_from_causal_lm(policy), None, tokenizer),
-            prompts, config, callback=lambda i, stats: seen.append((i, stats["samples"])), progress=False,
+            toy_models(policy, tokenizer), prompts, config, callback=lambda i, stats: seen.append((i, stats["samples"])), progress=False,
             reward_fn=vowel_share, gold_fn=lambda e, r: float(len(r) < 20),
             ptx_batches=pretrain.pretraining_batches(tokenizer, texts, batch_size=2, seq_len=32))
         return history, seen
