@@ -30,8 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import (AutoModelForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig,
-                          LlamaForCausalLM)
+from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config, GPT2LMHeadModel,
+                          LlamaConfig, LlamaForCausalLM)
+from transformers.utils import logging as hf_logging
 
 ARCHITECTURES = ("llama", "gpt2")
 
@@ -150,8 +151,6 @@ def value_model_from_causal_lm(model):
 def quiet_loading():
     """Hide transformers' per-file progress bars and notes while saving or loading a small model
     (they flash by in well under a second and clutter a notebook's output)."""
-    from transformers.utils import logging as hf_logging
-
     bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -165,8 +164,6 @@ def quiet_loading():
 
 def load_causal_lm(path: str | Path, device: str | torch.device | None = None):
     """A causal LM saved with ``save_pretrained`` (ours or a hub model's copy)."""
-    from transformers import AutoModelForCausalLM
-
     with quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(str(path))
     return model.to(device) if device is not None else model

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import progress, speed
-from helpers.config import Settings, seed_everything, settings as current_settings
+from helpers.config import Settings, _default_artifacts, seed_everything, settings as current_settings
 from helpers.files import lock_open_file
 
 INFO_FILE = "stage.json"
@@ -419,7 +419,7 @@ def _damage(path: Path, info: dict) -> str | None:
 def _first_non_finite(folder: Path) -> str | None:
     """``file: tensor`` of the first saved weight tensor with a NaN or an infinity, or None.
     One tensor at a time, so a big model is never held twice in memory."""
-    import torch
+    import torch  # the cache loads torch only when it checks weights (a CLI listing artifacts need not)
     from safetensors import safe_open
 
     for file in sorted(folder.rglob("*.safetensors")):
@@ -564,8 +564,6 @@ def _fallback_roots() -> list[Path]:
     """Where to keep the stages a read-only artifact folder cannot serve, in order: the default
     artifact folder (``artifacts/`` of the clone, or of the working folder when installed), then
     a folder of this user's in the temporary directory."""
-    from helpers.config import _default_artifacts
-
     user = f"-{os.getuid()}" if hasattr(os, "getuid") else ""
     return [_default_artifacts(), Path(tempfile.gettempdir()) / f"course-artifacts{user}"]
 
