@@ -16,6 +16,7 @@ overrides replace any of them for one call.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 #: Responses sampled per prompt for labelers to rank. InstructGPT showed labelers between 4 and
@@ -31,16 +32,50 @@ PTX_COEF = 1.0
 HIGH_BETA = 0.5
 
 
+#: Everything the gpu profile takes from the Hugging Face hub: (the environment variable that
+#: replaces it, the default). A replacement may be another hub id or a local folder in the same
+#: layout (a model saved with ``save_pretrained``, a dataset's parquet files).
+HUB = {
+    "base": ("COURSE_HUB_BASE", "HuggingFaceTB/SmolLM2-135M"),
+    "base_big": ("COURSE_HUB_BASE_BIG", "HuggingFaceTB/SmolLM2-360M"),
+    # The gold labeler: a strong public reward model (Apache 2.0, 0.6B parameters, so it fits on a
+    # 16 GB T4 beside the four models of a PPO run).
+    "gold_rm": ("COURSE_HUB_GOLD_RM", "Skywork/Skywork-Reward-V2-Qwen3-0.6B"),
+    # Human-written demonstrations in InstructGPT's categories; its prompts also serve the
+    # rankings, PPO and the evaluation, in disjoint parts.
+    "demonstrations": ("COURSE_HUB_DEMONSTRATIONS", "HuggingFaceH4/no_robots"),
+    # Held-out text for the pretraining loss (and PPO-ptx's pretraining batches).
+    "heldout_text": ("COURSE_HUB_HELDOUT_TEXT", "Salesforce/wikitext"),
+}
+
+
+def hub_id(name: str) -> str:
+    """The hub id (or local folder) the gpu profile uses for ``name`` (a key of ``HUB``)."""
+    variable, default = HUB[name]
+    return os.environ.get(variable, "").strip() or default
+
+
+@dataclass(frozen=True)
+class HubId:
+    """A setting whose value is ``hub_id(name)``, read when the settings are (so an environment
+    override changes the settings, and a stage made with another model is rebuilt)."""
+
+    name: str
+
+
 @dataclass(frozen=True)
 class Profile:
     """What every stage does in one profile: ``stages[stage]`` are its settings in full mode,
     ``fast[stage]`` what fast mode changes on top of them, ``variants[stage]`` a stage that is
-    another stage's run with a few settings changed, as (that stage, the changes)."""
+    another stage's run with a few settings changed, as (that stage, the changes). ``data``: where
+    the demonstrations, prompts and text come from, ``"world"`` (the Instruction World) or
+    ``"hub"`` (hub datasets, ``HUB``)."""
 
     name: str
     stages: dict[str, dict]
     fast: dict[str, dict]
     variants: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    data: str = "world"
 
 
 # Pretraining from scratch (tiny profile). Why 2400 steps: the ability to copy from the context,
@@ -93,14 +128,13 @@ TINY = Profile(
     variants=_PPO_VARIANTS,
 )
 
-_SMOLLM2 = "HuggingFaceTB/SmolLM2-135M"
-
 GPU = Profile(
     name="gpu",
+    data="hub",
     stages={
-        "tokenizer": {"hub_model": _SMOLLM2},  # the base model's own, with the course's chat tokens added
-        "base": {"hub_model": _SMOLLM2},
-        "base_big": {"hub_model": "HuggingFaceTB/SmolLM2-360M"},
+        "tokenizer": {"hub_model": HubId("base")},  # the base model's own, with the course's chat tokens
+        "base": {"hub_model": HubId("base")},
+        "base_big": {"hub_model": HubId("base_big")},
         # A pretrained 135M model learns the answer format in far fewer, smaller steps.
         "sft": {**TINY.stages["sft"], "epochs": 2, "learning_rate": 5e-5, "batch_size": 16,
                 "max_length": 512},
@@ -127,4 +161,4 @@ def stage_settings(profile: str, fast: bool, stage: str) -> dict:
     settings = dict(table.stages.get(stage, {}))
     if fast:
         settings.update(table.fast.get(stage, {}))
-    return settings
+    return {key: hub_id(value.name) if isinstance(value, HubId) else value for key, value in settings.items()}
