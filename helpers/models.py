@@ -163,9 +163,10 @@ def quiet_loading():
 
 
 def load_causal_lm(path: str | Path, device: str | torch.device | None = None):
-    """A causal LM saved with ``save_pretrained`` (ours or a hub model's copy)."""
+    """A causal LM saved with ``save_pretrained`` (ours or a hub model's copy), in float32 (a
+    bfloat16 checkpoint would lose most fine-tuning updates: see ``helpers.precision``)."""
     with quiet_loading():
-        model = AutoModelForCausalLM.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     return model.to(device) if device is not None else model
 
 
@@ -178,10 +179,11 @@ def load_reward_model(path: str | Path, device: str | torch.device | None = None
     ``config.pad_token_id``, which is right for left and right padding alike as long as the pad
     token differs from EOS (EOS ends every reply and must be readable).
 
-    Loading prints nothing about the new head: that it starts untrained is the point.
+    Loading prints nothing about the new head: that it starts untrained is the point. The weights
+    are float32 whatever the checkpoint's dtype (``helpers.precision`` says why).
     """
     with quiet_loading():  # also silences "score.weight newly initialized": expected here
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
     if model.config.pad_token_id is None:
         raise ValueError(
             f"The model saved in {path} has no pad_token_id in its config, so the reward head "

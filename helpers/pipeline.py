@@ -314,7 +314,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("base", settings_fn=_base_settings("base"), train_fn=_train_base, load_fn=load_lm,
           requires=("tokenizer",), version="2", estimate_fn=_base_estimate),
     Stage("sft", settings_fn=_sft_settings, train_fn=_train_sft, load_fn=load_lm,
-          requires=("base",), version="3", estimate_fn=_sft_estimate),
+          requires=("base",), version="4", estimate_fn=_sft_estimate),
     Stage("comparisons", settings_fn=_comparisons_settings, train_fn=_train_comparisons, load_fn=_no_model,
           requires=("sft",), version="5", estimate_fn=_comparisons_estimate),
     Stage("rm", settings_fn=_rm_settings, train_fn=_train_rm, load_fn=_load_rm,

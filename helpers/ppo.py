@@ -52,6 +52,7 @@ from dataclasses import dataclass
 
 import torch
 
+from helpers import precision
 from helpers.generation import generate
 from helpers.labelers import gold_score
 from helpers.logprobs import (pack_sequences, packed_response_logprobs, packed_response_values,
@@ -395,17 +396,19 @@ def evaluate_rollout(rollout: Rollout, policy, reference, value_model, config: P
     for model in (policy, reference, value_model):
         model.eval()  # dropout off (it does not stop gradients; see the module docstring)
     args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
-    if config.pack_sequences:  # the same numbers, computed without padding (only for speed)
-        packed = pack_sequences(*args)
-        rollout.logprobs, rollout.entropy = packed_response_logprobs(policy, packed, config.temperature,
-                                                                     with_entropy=True)
-        # The reference at the same temperature: the KL is between the two sampling distributions.
-        rollout.ref_logprobs = packed_response_logprobs(reference, packed, config.temperature)
-        rollout.values = packed_response_values(value_model, packed)
-    else:
-        rollout.logprobs, rollout.entropy = response_logprobs(policy, *args, config.temperature, with_entropy=True)
-        rollout.ref_logprobs = response_logprobs(reference, *args, config.temperature)
-        rollout.values = response_values(value_model, *args)
+    with precision.autocast(rollout.input_ids.device):  # 16-bit products on a GPU only
+        if config.pack_sequences:  # the same numbers, computed without padding (only for speed)
+            packed = pack_sequences(*args)
+            rollout.logprobs, rollout.entropy = packed_response_logprobs(policy, packed, config.temperature,
+                                                                         with_entropy=True)
+            # The reference at the same temperature: the KL is between the two sampling distributions.
+            rollout.ref_logprobs = packed_response_logprobs(reference, packed, config.temperature)
+            rollout.values = packed_response_values(value_model, packed)
+        else:
+            rollout.logprobs, rollout.entropy = response_logprobs(policy, *args, config.temperature,
+                                                                  with_entropy=True)
+            rollout.ref_logprobs = response_logprobs(reference, *args, config.temperature)
+            rollout.values = response_values(value_model, *args)
     return rollout
 
 
@@ -440,6 +443,7 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, advantages: tor
     """Several epochs of minibatch steps on one rollout batch; returns the update's diagnostics."""
     mask = rollout.response_mask
     n = mask.size(0)
+    scaler = precision.grad_scaler(mask.device)  # passes everything through except in float16
     sums: dict[str, float] = {}
     steps = 0
     first_ratio_error = None
@@ -455,13 +459,14 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, advantages: tor
             m = mask[idx]
 
             args = (rollout.input_ids[idx], rollout.attention_mask[idx], rollout.prompt_length)
-            if config.pack_sequences:  # the same numbers, computed without padding (only for speed)
-                packed = pack_sequences(*args)
-                logprobs = packed_response_logprobs(policy, packed, config.temperature)
-                values = packed_response_values(value_model, packed)
-            else:
-                logprobs = response_logprobs(policy, *args, config.temperature)
-                values = response_values(value_model, *args)
+            with precision.autocast(mask.device):  # 16-bit products on a GPU; float32 on a CPU
+                if config.pack_sequences:  # the same numbers, computed without padding (only for speed)
+                    packed = pack_sequences(*args)
+                    logprobs = packed_response_logprobs(policy, packed, config.temperature)
+                    values = packed_response_values(value_model, packed)
+                else:
+                    logprobs = response_logprobs(policy, *args, config.temperature)
+                    values = response_values(value_model, *args)
 
             policy_loss = clipped_policy_loss(logprobs, rollout.logprobs[idx], advantages[idx], m,
                                               config.clip_range)
@@ -473,17 +478,21 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, advantages: tor
                 # what it knew outside the RL prompts (InstructGPT's fix for the alignment tax).
                 block = next(ptx_batches).to(mask.device)
                 block_mask = torch.ones_like(block)
-                ptx = (policy(input_ids=block, attention_mask=block_mask, use_cache=False).logits, block, block_mask)
+                with precision.autocast(mask.device):
+                    ptx_logits = policy(input_ids=block, attention_mask=block_mask, use_cache=False).logits
+                ptx = (ptx_logits.float(), block, block_mask)
             loss = ppo_ptx_loss(policy_loss, value_loss, *ptx, config.vf_coef, config.ptx_coef)
             if config.ptx_coef > 0:  # the pretraining loss is what the total adds to PPO's two terms
                 ptx_term = loss.detach() - (policy_loss.detach() + config.vf_coef * value_loss.detach())
                 add("ptx_loss", ptx_term.item() / config.ptx_coef)
 
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # float16 only: scaled so small gradients do not underflow
+            scaler.unscale_(optimizer)  # clip the true gradients
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             torch.nn.utils.clip_grad_norm_(value_model.parameters(), config.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
 
             # Diagnostics of this step, beside the quantities they check.
             with torch.no_grad():

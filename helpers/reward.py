@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from helpers import precision
 from helpers.config import device
 from helpers.models import last_real_index, load_reward_model, quiet_loading, token_values
 from helpers.progress import tqdm
 from helpers.rankings import Ranking
-from helpers.sft import conversation, no_activation_checkpointing, scratch_dir, trainer_defaults
+from helpers.sft import conversation, scratch_dir, trainer_defaults
 from helpers.tokenizer import ASSISTANT
 
 # --------------------------------------------------------------------------------------------
@@ -188,6 +189,8 @@ def train_reward_model(model, tokenizer, rankings: list[Ranking], settings: RMSe
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     set_pooling(model, tokenizer, settings.pooling)
+    model_device = next(model.parameters()).device
+    scaler = precision.grad_scaler(model_device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
     batches_of = _grouped_batches if settings.grouped else _shuffled_pair_batches
@@ -205,7 +208,8 @@ def train_reward_model(model, tokenizer, rankings: list[Ranking], settings: RMSe
         for batch in batches_of(rankings, settings, rng):
             prompts = [p for p, responses, _ in batch for _ in responses]
             responses = [r for _, rs, _ in batch for r in rs]
-            rewards = raw_scores(model, tokenizer, prompts, responses, settings.max_length)
+            with precision.autocast(model_device):  # 16-bit products on a GPU; float32 on a CPU
+                rewards = raw_scores(model, tokenizer, prompts, responses, settings.max_length).float()
             losses, start = [], 0
             for _, rs, pairs in batch:
                 mine = rewards[start:start + len(rs)]
@@ -215,9 +219,11 @@ def train_reward_model(model, tokenizer, rankings: list[Ranking], settings: RMSe
                 start += len(rs)
             loss = torch.stack(losses).mean()
             optimizer.zero_grad()
-            loss.backward()
+            scaler.scale(loss).backward()  # float16 only: scaled so small gradients do not underflow
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             step += 1
             history.responses_read += len(responses)
@@ -351,7 +357,6 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
         max_length=settings.max_length,
         bf16=False,  # RewardConfig's default; float32 like our own loop (and the only CPU choice)
         logging_steps=1,
-        **no_activation_checkpointing(),  # TRL turns it on by default: slower, and not needed here
         **trainer_defaults(settings.seed),
     )
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from helpers import evaluation, generation
+from helpers import evaluation, generation, precision
+from helpers.config import device
 from helpers.progress import tqdm
 from helpers.world import Example
 
@@ -209,9 +210,13 @@ def train_sft(model, tokenizer, demos: list[Example], settings: SFTSettings,
 
 def trainer_defaults(seed: int) -> dict:
     """Trainer settings every TRL route of the course shares: no checkpoints or loggers, seeded,
-    CPU unless CUDA is there, and no trainer progress bar (the course draws its own)."""
+    CPU unless CUDA is there, no trainer progress bar (the course draws its own), float32 weights
+    with 16-bit arithmetic only on a GPU (``helpers.precision``: TRL's default ``bf16=True`` would
+    emulate bfloat16 on a CPU), and no activation checkpointing (TRL's default: it trades speed
+    for memory that models this size do not need)."""
     return dict(save_strategy="no", report_to=[], seed=seed, data_seed=seed,
-                use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0)
+                use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
+                **precision.trainer_flags(device()), **no_activation_checkpointing())
 
 
 def no_activation_checkpointing() -> dict:
