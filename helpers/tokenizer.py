@@ -19,9 +19,11 @@ Special tokens (each one token, never split or merged):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
 EOS = "<|endoftext|>"
@@ -138,7 +140,34 @@ def add_course_tokens(tok) -> int:
         added += tok.add_special_tokens({"pad_token": PAD})
     tok.padding_side = "left"
     tok.chat_template = CHAT_TEMPLATE
+    keep_leading_spaces_in_offsets(tok)
     return added
+
+
+def keep_leading_spaces_in_offsets(tok) -> None:
+    """Make a byte-level tokenizer's token offsets include a token's leading space.
+
+    GPT-2-style tokenizers (SmolLM2's among them) trim that space from the offsets by default
+    (``trim_offsets``). The course's chat template starts the assistant's part with a space, so
+    with trimmed offsets no token starts where the ``{% generation %}`` block starts, and
+    some transformers versions (Colab's 5.15 among them) then return an all-zero assistant mask: SFT
+    would have no tokens to learn from. Offsets are only used to map characters to tokens; the token ids do not change.
+    """
+    backend = tok.backend_tokenizer
+    spec = json.loads(backend.to_str())
+
+    def untrim(processor: dict | None) -> bool:
+        if not processor:
+            return False
+        if processor.get("type") == "Sequence":
+            return any([untrim(p) for p in processor.get("processors", [])])
+        if processor.get("type") == "ByteLevel" and processor.get("trim_offsets", False):
+            processor["trim_offsets"] = False
+            return True
+        return False
+
+    if untrim(spec.get("post_processor")):
+        backend.post_processor = Tokenizer.from_str(json.dumps(spec)).post_processor
 
 
 def messages(prompt: str, response: str | None = None) -> list[dict]:

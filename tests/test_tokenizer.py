@@ -127,3 +127,36 @@ def test_save_and_load_keep_everything(tok, tmp_path):
     batch = loaded(["a", "a longer text here"], padding=True)
     assert batch["input_ids"][0][0] == tok.pad_token_id  # left padding
     assert batch["attention_mask"][0][0] == 0
+
+
+def _gpt2_style_tokenizer():
+    """A byte-level BPE with the post-processor of GPT-2 and SmolLM2 (offsets trimmed of spaces)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=True)
+    backend.train_from_iterator(world.pretraining_corpus(seed=0, n_docs=200), trainers.BpeTrainer(
+        vocab_size=500, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+def test_a_hub_tokenizer_marks_the_answer_for_sft(tmp_path):
+    from helpers.tokenizer import add_course_tokens, messages
+
+    tok = _gpt2_style_tokenizer()
+    ids_before = tok("Sure, here it is.")["input_ids"]
+    add_course_tokens(tok)
+    tok.save_pretrained(tmp_path)
+    for t in (tok, load_tokenizer(tmp_path)):  # and it survives saving
+        text = t.apply_chat_template(messages("What is 2 plus 2?", "4"), tokenize=False)
+        start = text.index(ASSISTANT) + len(ASSISTANT)  # where the {% generation %} block starts: " 4"
+        encoded = t(text, add_special_tokens=False)
+        assert encoded.char_to_token(start) is not None  # the answer's leading space belongs to a token
+        out = t.apply_chat_template(messages("What is 2 plus 2?", "4"), tokenize=True, return_dict=True,
+                                    return_assistant_tokens_mask=True)
+        answer = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+        assert t.decode(answer) == " 4" + t.eos_token
+    assert tok("Sure, here it is.")["input_ids"] == ids_before  # offsets only: the same token ids
