@@ -12,6 +12,12 @@ agreed with each other only about 73% of the time. This module plays both parts:
   format shared by the simulated labelers and the ranking widget; ``append_ranking`` /
   ``read_rankings`` / ``remove_ranking`` store it as JSON lines. The record and its storage live
   in ``helpers.rankings``; their names are importable from here too.
+
+On the gpu profile the prompts come from hub datasets (``meta["source"] == "hub"``) and there is
+no rubric: the gold labeler is a public reward model (``helpers.gold_rm``), whose scores play
+the humans' preferences as in Gao et al. 2022. ``gold_score``, ``gold_scores``,
+``SimulatedLabeler`` and ``gold_labeler_ranking`` take either kind of example; ``gold_grade``,
+the rubric's aspect by aspect reading, exists only for the Instruction World.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import random
 import re
 from dataclasses import asdict, dataclass
 
-from helpers import world
+import numpy as np
+
+from helpers import gold_rm, world
 from helpers.rankings import (  # noqa: F401 - re-exported: code and notebooks import them from here
     FLAGS, Ranking, RankingError, append_ranking, append_rankings, preference_pairs, read_rankings,
     remove_ranking,
@@ -263,8 +271,19 @@ def conciseness(response: str, reference: str) -> float:
     return max(0.0, min(1.0, value))
 
 
+def is_hub(example: Example) -> bool:
+    """Whether ``example`` is a hub prompt (gpu profile), graded by the gold reward model."""
+    return example.meta.get("source") == "hub"
+
+
 def gold_grade(example: Example, response: str) -> Grade:
     """Grade a response to ``example`` with the rubric of the labeler guidelines."""
+    if is_hub(example):
+        raise ValueError(
+            "gold_grade reads a response with the rubric of the Instruction World (tiny profile): "
+            "its grades (correct, follows, concise, refused, ...) exist only for world examples, "
+            "and this is a hub prompt (gpu profile), which has no rubric. gold_score(example, "
+            "response) gives the gold reward model's score, the gpu profile's gold labeler.")
     response = response or ""
     refused, idk = is_refusal(response), says_dont_know(response)
     concise = conciseness(response, example.response)
@@ -312,7 +331,26 @@ def gold_grade(example: Example, response: str) -> Grade:
 
 
 def gold_score(example: Example, response: str) -> float:
+    """The gold labeler's score of ``response``: the rubric's score in [0, 1] for a world example,
+    the gold reward model's score (any real number) for a hub example."""
+    if is_hub(example):
+        return gold_rm.scores([example.prompt], [response])[0]
     return gold_grade(example, response).score
+
+
+def gold_scores(examples: list[Example], responses: list[str]) -> list[float]:
+    """``gold_score`` of each (example, response) pair, with every hub pair sent to the gold
+    reward model in one batched call: use it wherever many answers are scored at once (one
+    call per answer would run the model on batches of one)."""
+    if len(examples) != len(responses):
+        raise ValueError(f"{len(examples)} examples but {len(responses)} responses")
+    hub = [i for i, e in enumerate(examples) if is_hub(e)]
+    values = [None if is_hub(e) else gold_grade(e, r).score for e, r in zip(examples, responses)]
+    if hub:
+        rm_scores = gold_rm.scores([examples[i].prompt for i in hub], [responses[i] for i in hub])
+        for i, value in zip(hub, rm_scores):
+            values[i] = value
+    return values
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,14 +382,22 @@ def ranks_from_scores(scores: list[float], tie_margin: float = 0.0) -> list[int]
 #: it on the plausible responses below instead, whose gold scores lie closer together, so it finds
 #: less noise. Agreement is lower where answers differ only in padding (a labeler's taste weighs
 #: more there), so it moves a little with the SFT model; the "comparisons" stage measures it on
-#: every run's rankings and reports it as ``labeler_agreement``.
+#: every run's rankings and reports it as ``labeler_agreement``. It is in the rubric's units: the
+#: gold reward model of hub prompts scores on a scale of its own, so there the comparisons stage
+#: fits the noise to its scores with ``calibrate_noise_to_scores`` and passes it to ``labeler_team``.
 CALIBRATED_NOISE = 0.125
 PAPER_AGREEMENT = 0.726
 
 
 @dataclass
 class SimulatedLabeler:
-    """A person applying the rubric: gold score, plus personal taste, plus noise."""
+    """A person applying the rubric: gold score, plus personal taste, plus noise.
+
+    On a hub example the gold score is the gold reward model's, and ``noise`` must be in its
+    units (``calibrate_noise_to_scores``; the default, ``CALIBRATED_NOISE``, is in the rubric's).
+    There is no taste there: ``padding_liking`` is a liking for the Instruction World's filler
+    phrases, which real answers are not made of.
+    """
 
     name: str
     noise: float = CALIBRATED_NOISE
@@ -363,6 +409,8 @@ class SimulatedLabeler:
         self._rng = random.Random(f"{self.name}-{self.seed}")
 
     def perceived(self, example: Example, response: str) -> float:
+        if is_hub(example):
+            return gold_score(example, response) + self._rng.gauss(0.0, self.noise)
         grade = gold_grade(example, response)
         taste = self.padding_liking * min(1, count_filler(response))
         return grade.score + taste + self._rng.gauss(0.0, self.noise)
@@ -370,6 +418,8 @@ class SimulatedLabeler:
     def rank(self, example: Example, responses: list[str]) -> Ranking:
         # Identical texts get one impression, so they tie, as they would for a person.
         impressions: dict[str, float] = {}
+        if is_hub(example):  # the gold RM reads the K answers in one batch; perceived() reuses it
+            gold_scores([example] * len(responses), responses)
         scores = [impressions.setdefault(r, self.perceived(example, r)) for r in responses]
         return Ranking(prompt_id=example.id, prompt=example.prompt, family=example.family,
                        responses=list(responses), labeler=self.name,
@@ -377,7 +427,12 @@ class SimulatedLabeler:
 
 
 def labeler_team(n: int = 6, seed: int = 0, noise: float = CALIBRATED_NOISE) -> list[SimulatedLabeler]:
-    """A team of simulated labelers with somewhat different noise and taste."""
+    """A team of simulated labelers with somewhat different noise and taste.
+
+    ``noise`` is the team's noise scale, in the gold scores' units: the default suits the rubric
+    (world examples); for hub examples the comparisons stage calls ``calibrate_noise_to_scores``
+    on the gold reward model's scores of the answers to be ranked and passes the result here.
+    """
     rng = random.Random(f"team-{seed}")
     return [SimulatedLabeler(name=f"labeler-{i + 1}", noise=noise * rng.uniform(0.85, 1.15),
                              padding_liking=rng.uniform(-0.03, 0.08), seed=seed)
@@ -385,7 +440,8 @@ def labeler_team(n: int = 6, seed: int = 0, noise: float = CALIBRATED_NOISE) -> 
 
 
 def gold_labeler_ranking(example: Example, responses: list[str]) -> Ranking:
-    scores = [gold_score(example, r) for r in responses]
+    """The gold labeler's ranking (the rubric's, or the gold reward model's on a hub example)."""
+    scores = gold_scores([example] * len(responses), list(responses))
     return Ranking(prompt_id=example.id, prompt=example.prompt, family=example.family,
                    responses=list(responses), ranks=ranks_from_scores(scores, 1e-9),
                    labeler="gold")
@@ -465,6 +521,72 @@ def calibrate_noise(target: float = PAPER_AGREEMENT, n_prompts: int = 400, seed:
     for _ in range(steps):
         mid = (low + high) / 2
         if team_agreement(labeler_team(4, seed, mid), examples, responses) > target:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def _noise_agreement(gold_diff: np.ndarray, noise_a: np.ndarray, noise_b: np.ndarray,
+                     sd: float) -> float:
+    """Share of pairs two labelers order the same way when each perceives gold + sd * noise."""
+    a = np.sign(gold_diff + sd * noise_a)
+    b = np.sign(gold_diff + sd * noise_b)
+    return float(np.mean(a == b))
+
+
+def calibrate_noise_to_scores(score_lists: list[list[float]], target: float = PAPER_AGREEMENT,
+                              seed: int = 0, min_pairs: int = 50_000, steps: int = 50) -> float:
+    """The noise sd at which two simulated labelers agree on ``target`` of the pairs.
+
+    ``score_lists[i]`` are the gold scores of the K answers to prompt ``i`` (K may vary). Each
+    labeler perceives an answer as its gold score plus N(0, sd) of its own; the function returns
+    the sd at which the two order ``target`` of the pairs the same way. This is how the noise of
+    the gpu profile's labelers is set: the gold reward model scores on a scale of its own, and
+    how far apart its scores of one prompt's answers lie decides how much noise gives the
+    paper's 72.6% agreement. Any scale works: scores times 10 give an sd times 10.
+
+    Pairs of equal gold scores are left out: they are (in practice) the same answer twice,
+    which a labeler's ``rank`` ties, and a tie counts in neither direction. The labelers' noise
+    draws are fixed (``seed``), repeated over the pairs until there are ``min_pairs`` of them,
+    so the search is deterministic and the agreement it sees is the expected one to within a
+    few tenths of a point. Agreement falls from 1 (no noise) to 1/2 (only noise) as sd grows,
+    so bisection finds it.
+    """
+    if not 0.5 < target < 1:
+        raise ValueError(f"target={target}: agreement between noisy labelers lies between 0.5 "
+                         "(pure noise) and 1 (no noise)")
+    diffs, first, second = [], [], []
+    offset = 0
+    for scores in score_lists:
+        for i, j in itertools.combinations(range(len(scores)), 2):
+            if scores[i] != scores[j]:
+                diffs.append(scores[i] - scores[j])
+                first.append(offset + i)
+                second.append(offset + j)
+        offset += len(scores)
+    if not diffs:
+        raise ValueError("calibrate_noise_to_scores needs at least one pair of answers with "
+                         "different gold scores")
+    gold_diff = np.asarray(diffs, dtype=np.float64)
+    repeats = max(1, math.ceil(min_pairs / len(diffs)))
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((2, repeats, offset))  # two labelers, per answer
+    first_idx, second_idx = np.asarray(first), np.asarray(second)
+    noise_a = noise[0][:, first_idx] - noise[0][:, second_idx]
+    noise_b = noise[1][:, first_idx] - noise[1][:, second_idx]
+
+    def agreement(sd: float) -> float:
+        return _noise_agreement(gold_diff, noise_a, noise_b, sd)
+
+    # An upper bound in the scores' own units (so the result scales with them): grow until the
+    # labelers agree less than the target.
+    low, high = 0.0, float(np.mean(np.abs(gold_diff)))
+    while agreement(high) > target:
+        low, high = high, 2 * high
+    for _ in range(steps):
+        mid = (low + high) / 2
+        if agreement(mid) > target:
             low = mid
         else:
             high = mid
