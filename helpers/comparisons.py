@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import generation, labelers, world
+from helpers import course_data, generation, labelers
 from helpers.profiles import K
 from helpers.rankings import Ranking, read_rankings
 
@@ -45,13 +45,12 @@ def _write(path: Path, rankings: list[Ranking]) -> None:
             f.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
 
 
-def collect(model, tokenizer, config: dict, out_dir: Path) -> dict:
+def collect(model, tokenizer, examples: list, config: dict, out_dir: Path) -> dict:
     """The comparisons stage's work: sample ``config["k"]`` answers of ``model`` (the SFT model)
-    to ``n_prompts`` + ``heldout_prompts`` prompts, have the simulated labelers rank them, write
-    the two sets of rankings into ``out_dir`` and return how many there are and how far labelers
-    agree (with each other, and with the gold labeler) on the held-out ones."""
-    total = config["n_prompts"] + config["heldout_prompts"]
-    examples = world.prompts("rm", seed=config["seed"], n=total)
+    to each of ``examples`` (``n_prompts`` to train on, then ``heldout_prompts``), have the
+    simulated labelers rank them, write the two sets of rankings into ``out_dir`` and return how
+    many there are and how far labelers agree (with each other, and with the gold labeler) on the
+    held-out ones."""
     items = sample_for_ranking(model, tokenizer, examples, config["k"], config["temperature"],
                                config["max_new_tokens"], config["seed"])
     team = labelers.labeler_team(config["n_labelers"], seed=config["seed"])
@@ -71,11 +70,11 @@ def collect(model, tokenizer, config: dict, out_dir: Path) -> dict:
 
 
 def comparison_examples(artifact) -> dict:
-    """The world.Examples behind a "comparisons" artifact's rankings, by prompt id (the gold
-    labeler needs an example's facts to grade a response)."""
+    """The Examples behind a "comparisons" artifact's rankings, by prompt id (the gold labeler
+    needs an example's facts to grade a response)."""
     config = artifact.info["settings"]
-    examples = world.prompts("rm", seed=config["seed"],
-                             n=config["n_prompts"] + config["heldout_prompts"])
+    examples = course_data.source(config.get("profile")).prompts(
+        "rm", seed=config["seed"], n=config["n_prompts"] + config["heldout_prompts"])
     return {e.id: e for e in examples}
 
 

@@ -22,14 +22,15 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from helpers import comparisons, hub, labelers, ppo, profiles, reward, sft, speed, stages, world
+from helpers import comparisons, course_data, hub, labelers, ppo, profiles, reward, sft, speed, stages, world
 from helpers import tokenizer as tk
 from helpers.config import Settings, device, settings as current_settings
 from helpers.models import (build_causal_lm, count_parameters, describe_size, load_causal_lm, load_reward_model,
                             quiet_loading)
-from helpers.pretrain import PretrainConfig, pretrain, pretraining_batches
+from helpers.pretrain import PretrainConfig, heldout_loss, pretrain, pretraining_batches
 from helpers.stages import Artifact, Stage
 
 FAST_ESTIMATE = "a few seconds, fast mode"
@@ -41,6 +42,12 @@ FAST_ESTIMATE = "a few seconds, fast mode"
 
 def _table(run: Settings, stage: str) -> dict:
     return profiles.stage_settings(run.profile, run.fast, stage)
+
+
+def _data(config: dict):
+    """Where a stage's demonstrations, prompts and text come from: the Instruction World (tiny) or
+    hub datasets (gpu), by the profile its settings were made for (the current one if unsaid)."""
+    return course_data.source(config.get("profile"))
 
 
 def _filled(settings_class, table: dict, seed: int) -> dict:
@@ -121,7 +128,7 @@ def _base_settings(stage: str) -> Callable[[Settings], dict]:
     def settings_fn(run: Settings) -> dict:
         table = _table(run, stage)
         if "hub_model" in table:
-            return table
+            return {**table, "corpus_seed": run.seed}
         # Flat, so that one setting can be overridden: load_or_train("base", steps=600).
         return {**table, **_filled(PretrainConfig, table, run.seed), "shape": describe_size(table["size"]),
                 "corpus_seed": run.seed}
@@ -132,13 +139,18 @@ def _base_settings(stage: str) -> Callable[[Settings], dict]:
 def _train_base(config: dict, inputs: dict, out_dir: Path) -> dict:
     tok = inputs["tokenizer"].tokenizer
     if "hub_model" in config:
-        model = hub.from_hub(AutoModelForCausalLM.from_pretrained, config["hub_model"])
+        # float32 whatever the checkpoint's dtype: every later stage fine-tunes these weights
+        # (helpers.precision says why bfloat16 weights would not learn).
+        model = hub.from_hub(AutoModelForCausalLM.from_pretrained, config["hub_model"], dtype=torch.float32)
         if model.get_input_embeddings().num_embeddings < len(tok):
             model.resize_token_embeddings(len(tok))  # room for the pad and chat tokens
         model.config.pad_token_id = tok.pad_token_id
         model.config.eos_token_id = tok.eos_token_id
+        model.to(device())
+        heldout = _data(config).heldout_corpus(seed=config["corpus_seed"], n_docs=config["heldout_docs"])
         save_model(out_dir, model, tok)
-        return {"parameters": count_parameters(model)}
+        return {"parameters": count_parameters(model),
+                "heldout_loss": heldout_loss(model, tok, heldout, seq_len=config["seq_len"], batch_size=8)}
     texts = world.pretraining_corpus(seed=config["corpus_seed"], n_docs=config["n_docs"])
     heldout = world.heldout_corpus(seed=config["corpus_seed"], n_docs=config["heldout_docs"])
     model = build_causal_lm(tok, config["size"]).to(device())
@@ -176,7 +188,7 @@ def _sft_settings(run: Settings) -> dict:
 def _train_sft(config: dict, inputs: dict, out_dir: Path) -> dict:
     base = inputs["base"]
     model = load_causal_lm(base.path, device())
-    demos = world.demonstrations(seed=config["demonstrations_seed"])
+    demos = _data(config).demonstrations(seed=config["demonstrations_seed"])
     history = sft.train_sft(model, base.tokenizer, demos, _of(sft.SFTSettings, config))
     save_model(out_dir, model, base.tokenizer, history.as_dict())
     return {"val_loss": history.val_loss[-1] if history.val_loss else None,
@@ -198,7 +210,8 @@ def _comparisons_settings(run: Settings) -> dict:
 
 
 def _train_comparisons(config: dict, inputs: dict, out_dir: Path) -> dict:
-    return comparisons.collect(inputs["sft"].model, inputs["sft"].tokenizer, config, out_dir)
+    examples = _data(config).prompts("rm", seed=config["seed"], n=config["n_prompts"] + config["heldout_prompts"])
+    return comparisons.collect(inputs["sft"].model, inputs["sft"].tokenizer, examples, config, out_dir)
 
 
 def _no_model(path: Path, info: dict):
@@ -227,7 +240,7 @@ def _train_rm(config: dict, inputs: dict, out_dir: Path) -> dict:
     train, held = comparisons.load_comparisons(inputs["comparisons"])
     model, metrics, history = reward.train_reward_stage(train, held, sft_artifact.path, tokenizer,
                                                         _of(reward.RMSettings, config))
-    demos = world.demonstrations(seed=config["seed"])[: config["offset_demonstrations"]]
+    demos = _data(config).demonstrations(seed=config["seed"])[: config["offset_demonstrations"]]
     metrics["demonstration_offset"] = reward.set_demonstration_offset(
         model, tokenizer, [d.prompt for d in demos], [d.response for d in demos])
     save_model(out_dir, model, tokenizer, history.as_dict())
@@ -262,7 +275,8 @@ def _ppo_settings(stage: str) -> Callable[[Settings], dict]:
 
 def ppo_config_and_prompts(config: dict) -> tuple[ppo.PPOConfig, list]:
     """The PPOConfig and the training prompts of a PPO stage's settings (``settings("ppo")``)."""
-    return _of(ppo.PPOConfig, config), world.prompts("ppo", seed=config["prompt_seed"], n=config["n_prompts"])
+    prompts = _data(config).prompts("ppo", seed=config["prompt_seed"], n=config["n_prompts"])
+    return _of(ppo.PPOConfig, config), prompts
 
 
 def _ppo_metrics(history: dict) -> dict:
@@ -285,7 +299,7 @@ def _train_ppo(config: dict, inputs: dict, out_dir: Path) -> dict:
     ppo_config, prompts = ppo_config_and_prompts(config)
     ptx_batches = None
     if ppo_config.ptx_coef > 0:
-        texts = world.pretraining_corpus(seed=config["prompt_seed"], n_docs=config["ptx_docs"])
+        texts = _data(config).pretraining_corpus(seed=config["prompt_seed"], n_docs=config["ptx_docs"])
         ptx_batches = pretraining_batches(models.tokenizer, texts, ppo_config.ptx_batch_size,
                                           config["ptx_seq_len"], seed=ppo_config.seed)
     history = ppo.train_ppo(models, prompts, ppo_config, progress=True, gold_fn=labelers.gold_score,
