@@ -79,3 +79,13 @@ def prebuilt(tmp_path_factory) -> Path:
         finally:
             torch.set_num_threads(threads)
     return root
+
+
+@pytest.fixture(scope="session")
+def fake_hub(tmp_path_factory) -> dict[str, str]:
+    """A fake Hugging Face hub cache (tiny models and small datasets under the gpu profile's real
+    repo ids, tests/fake_hub.py), built once per session; returns the environment variables that
+    make a process use it offline (HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, ...)."""
+    from fake_hub import build
+
+    return build(tmp_path_factory.mktemp("fake_hub"))
