@@ -56,7 +56,7 @@ def run(name: str, changes: dict, sft, rm, eval_set, sft_gold: list[float]) -> d
     stage_settings = {**pipeline.settings("ppo"), **run_changes, **changes}
     config, prompts = pipeline.ppo_config_and_prompts(stage_settings)
     started = time.perf_counter()
-    history = ppo.train_ppo(models, prompts, config, progress=True, gold_fn=labelers.gold_score,
+    history = ppo.train_ppo(models, prompts, config, progress=True, gold_fn=labelers.gold_scores,
                             reward_fn=ppo.gold_reward if use_gold else None)
     seconds = time.perf_counter() - started
     answers = greedy_answers(models.policy, sft.tokenizer, eval_set)

@@ -53,7 +53,15 @@ def collect(model, tokenizer, examples: list, config: dict, out_dir: Path) -> di
     held-out ones."""
     items = sample_for_ranking(model, tokenizer, examples, config["k"], config["temperature"],
                                config["max_new_tokens"], config["seed"])
-    team = labelers.labeler_team(config["n_labelers"], seed=config["seed"])
+    noise = labelers.CALIBRATED_NOISE  # in the rubric's units (the Instruction World)
+    if config.get("calibrate_noise"):
+        # A gold reward model scores on its own scale: fit the noise to its scores of the very
+        # answers to be ranked, so two labelers agree as often as the paper's did.
+        flat = labelers.gold_scores([e for e, rs in items for _ in rs], [r for _, rs in items for r in rs])
+        k = config["k"]
+        noise = labelers.calibrate_noise_to_scores([flat[i:i + k] for i in range(0, len(flat), k)],
+                                                   seed=config["seed"])
+    team = labelers.labeler_team(config["n_labelers"], seed=config["seed"], noise=noise)
     rankings = rank_with_team(items, team)
     train, held = rankings[:config["n_prompts"]], rankings[config["n_prompts"]:]
     _write(out_dir / TRAIN_FILE, train)
@@ -62,7 +70,7 @@ def collect(model, tokenizer, examples: list, config: dict, out_dir: Path) -> di
     examples_held = [e for e, _ in items[config["n_prompts"]:]]
     second = rank_with_team([(e, r.responses) for e, r in zip(examples_held, held)], team, start=1)
     return {"rankings": len(train), "heldout_rankings": len(held),
-            "pairs": sum(len(r.pairs()) for r in train),
+            "pairs": sum(len(r.pairs()) for r in train), "labeler_noise": noise,
             "labeler_agreement": labelers.pairwise_agreement(held, second),
             "gold_agreement": labelers.pairwise_agreement(
                 held, [labelers.gold_labeler_ranking(e, r.responses)

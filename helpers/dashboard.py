@@ -5,7 +5,7 @@ response length of a run, one panel each, with a few of the answers just sampled
 run live, pass its ``update`` as ``train_ppo``'s callback::
 
     board = dashboard.TrainingDashboard(total_iterations=config.n_iterations)
-    history = ppo.train_ppo(..., callback=board.update, gold_fn=labelers.gold_score)
+    history = ppo.train_ppo(..., callback=board.update, gold_fn=labelers.gold_scores)
 
 (Name the instance something other than ``dashboard``, the module's own name, or rerunning the
 cell fails.) ``load_history`` draws a finished run from its history instead, e.g. a cached run.
@@ -68,7 +68,7 @@ class TrainingDashboard:
     Pass ``update`` as ``train_ppo``'s callback (or the dashboard itself: it is callable)::
 
         board = dashboard.TrainingDashboard(total_iterations=config.n_iterations)
-        history = ppo.train_ppo(..., callback=board.update, gold_fn=labelers.gold_score)
+        history = ppo.train_ppo(..., callback=board.update, gold_fn=labelers.gold_scores)
 
     Each ``update(iteration, stats)`` appends the metrics found in ``stats`` (a missing one, e.g.
     "gold" without a gold_fn, leaves its panel empty with a note; from ``SMOOTH_FROM``

@@ -302,7 +302,7 @@ def _train_ppo(config: dict, inputs: dict, out_dir: Path) -> dict:
         texts = _data(config).pretraining_corpus(seed=config["prompt_seed"], n_docs=config["ptx_docs"])
         ptx_batches = pretraining_batches(models.tokenizer, texts, ppo_config.ptx_batch_size,
                                           config["ptx_seq_len"], seed=ppo_config.seed)
-    history = ppo.train_ppo(models, prompts, ppo_config, progress=True, gold_fn=labelers.gold_score,
+    history = ppo.train_ppo(models, prompts, ppo_config, progress=True, gold_fn=labelers.gold_scores,
                             ptx_batches=ptx_batches)
     save_model(out_dir, models.policy, models.tokenizer, history)
     return _ppo_metrics(history)

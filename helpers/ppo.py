@@ -54,7 +54,7 @@ import torch
 
 from helpers import precision
 from helpers.generation import generate
-from helpers.labelers import gold_score
+from helpers.labelers import gold_scores
 from helpers.logprobs import (pack_sequences, packed_response_logprobs, packed_response_values,
                               response_logprobs, response_values, sequence_scores)
 from helpers.masked import masked_mean, masked_var, masked_whiten
@@ -383,7 +383,7 @@ def gold_reward(examples: list, responses: list[str]) -> list[float]:
     """The gold labeler's score as a reward function (``reward_fn=gold_reward``): PPO against the
     "true" preferences instead of a learned reward model, the comparison that shows
     overoptimization."""
-    return [gold_score(e, r) for e, r in zip(examples, responses)]
+    return gold_scores(examples, responses)
 
 
 @torch.no_grad()
@@ -598,7 +598,7 @@ def train_ppo(models: PPOModels, prompts: list, config: PPOConfig,
     ``value_model_from``) and the frozen reward model, which ``reward_fn(examples, responses) ->
     list[float]`` replaces when given (``models.reward_model`` may then be None). prompts: world
     ``Example``s.
-    gold_fn(example, response) -> float: if given, the gold score of every rollout response is
+    gold_fn(examples, responses) -> list[float]: if given, the gold score of every rollout response is
     logged (free: the responses exist anyway). ptx_batches: an iterator of token blocks
     (``pretraining_batches``), needed when ``config.ptx_coef > 0``.
 
@@ -696,7 +696,7 @@ def train_ppo(models: PPOModels, prompts: list, config: PPOConfig,
             **seconds,
         }
         if gold_fn is not None:
-            stats["gold"] = sum(gold_fn(e, r) for e, r in zip(rollout.examples, rollout.responses)) / len(examples)
+            stats["gold"] = sum(gold_fn(rollout.examples, rollout.responses)) / len(examples)
         for name, value in stats.items():
             history.setdefault(name, []).append(value)
         bar.set_postfix(score=f"{stats['score']:.2f}", kl=f"{stats['kl']:.2f}",

@@ -142,7 +142,8 @@ GPU = Profile(
                 "max_length": 512},
         # Real answers run longer; the labelers' noise is fitted to the gold reward model's scores
         # of the answers being ranked (its scale is not the rubric's).
-        "comparisons": {**TINY.stages["comparisons"], "max_new_tokens": 96, "calibrate_noise": True},
+        "comparisons": {**TINY.stages["comparisons"], "max_new_tokens": 96, "calibrate_noise": True,
+                        "gold_rm": HubId("gold_rm")},
         "rm": {**TINY.stages["rm"], "learning_rate": 1e-5, "max_length": 512},
         # Smaller steps, longer answers and more episodes for a pretrained model.
         "ppo": {**TINY.stages["ppo"], "total_episodes": 8192, "max_new_tokens": 64,

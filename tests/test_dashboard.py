@@ -140,7 +140,7 @@ def test_works_as_the_callback_of_a_real_ppo_run():
                                value_model=value_model_from_causal_lm(policy), reward_model=None, tokenizer=tokenizer)
         history = ppo.train_ppo(models, world.prompts("ppo", n=16), config, callback=dashboard.update,
                                 progress=False, reward_fn=lambda examples, responses: [len(r) for r in responses],
-                                gold_fn=lambda example, response: 0.5)
+                                gold_fn=lambda examples, responses: [0.5] * len(responses))
     finally:
         torch.set_num_threads(threads)
     for metric in DASHBOARD_METRICS:

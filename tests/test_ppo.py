@@ -309,7 +309,7 @@ def test_runs_are_deterministic_and_ptx_and_callback_work(tokenizer, prompts):
         config = small_config(kl_coef=0.05, kl_target=1.0, kl_horizon=100, ptx_coef=0.5, ptx_batch_size=2)
         history = ppo.train_ppo(
             toy_models(policy, tokenizer), prompts, config, callback=lambda i, stats: seen.append((i, stats["samples"])), progress=False,
-            reward_fn=vowel_share, gold_fn=lambda e, r: float(len(r) < 20),
+            reward_fn=vowel_share, gold_fn=lambda examples, responses: [float(len(r) < 20) for r in responses],
             ptx_batches=pretrain.pretraining_batches(tokenizer, texts, batch_size=2, seq_len=32))
         return history, seen
 
