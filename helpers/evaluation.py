@@ -97,8 +97,10 @@ def by_family(examples: list[Example], responses: list[str]) -> dict[str, Family
 
 
 def mean_gold_score(examples: list[Example], responses: list[str]) -> float:
-    grades = grade_all(examples, responses)
-    return sum(g.score for g in grades) / max(1, len(grades))
+    """The gold labeler's mean score: the rubric's (Instruction World) or the gold reward model's
+    (hub prompts), in batches."""
+    scores = labelers.gold_scores(examples, responses)
+    return sum(scores) / max(1, len(scores))
 
 
 # --------------------------------------------------------------------------------------------
