@@ -60,7 +60,8 @@ class tqdm(_notebook_tqdm):  # noqa: N801 - a drop-in for tqdm.auto.tqdm
 
     def _report(self, final: bool = False) -> None:
         now = time.monotonic()
-        if _file() is None or (not final and now - self._last_report < REPORT_EVERY):
+        # A disabled bar (progress=False) shows nothing, and tqdm gives it no description either.
+        if getattr(self, "disable", True) or _file() is None or (not final and now - self._last_report < REPORT_EVERY):
             return
         self._last_report = now
         info = self.format_dict

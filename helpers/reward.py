@@ -355,7 +355,6 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
         weight_decay=settings.weight_decay,
         max_grad_norm=1.0,
         max_length=settings.max_length,
-        bf16=False,  # RewardConfig's default; float32 like our own loop (and the only CPU choice)
         logging_steps=1,
         **trainer_defaults(settings.seed),
     )

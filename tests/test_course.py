@@ -266,3 +266,20 @@ def test_a_cell_that_times_out_is_named(tmp_path):
     run = course.run_notebook(nb, runs_dir, timeout=2, progress=False)
     assert not run.ok and run.failed_cell == 3 and run.failed_source == "import time; time.sleep(30)"
     assert run.error == "CellTimeoutError: the cell ran longer than the 2 s limit (--timeout)"
+
+
+def test_a_hidden_bar_reports_nothing_and_does_not_fail(tmp_path, monkeypatch):
+    """progress=False bars (tqdm(disable=True)) have no description; with the runner watching,
+    updating one must neither fail nor overwrite the status of the bar that is shown."""
+    from helpers import progress
+
+    status = tmp_path / "status.json"
+    monkeypatch.setenv("COURSE_PROGRESS_FILE", str(status))
+    bar = progress.tqdm(total=3, disable=True)
+    bar.update(1)
+    bar.close()
+    assert not status.exists()
+    shown = progress.tqdm(total=3, desc="shown", disable=False)
+    shown.update(3)
+    shown.close()
+    assert json.loads(status.read_text())["desc"] == "shown"
