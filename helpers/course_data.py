@@ -51,3 +51,11 @@ def pretraining_corpus(seed: int | None = None, n_docs: int | None = None) -> li
 def heldout_corpus(seed: int | None = None, n_docs: int = 500) -> list[str]:
     """Text no model trained on, to measure language-modeling loss."""
     return source().heldout_corpus(seed=_seed(seed), n_docs=n_docs)
+
+
+def has_rubric(profile: str | None = None) -> bool:
+    """Whether the profile's prompts come with the Instruction World's rubric (``labelers.gold_grade``:
+    correct, follows the instruction, concise, refused...) and its task families. The gpu profile's
+    hub prompts have only the gold reward model's score (``labelers.gold_score``); analyses that
+    need the rubric say so there and show the nearest equivalent."""
+    return source(profile) is world
