@@ -34,6 +34,8 @@ from helpers.pretrain import PretrainConfig, heldout_loss, pretrain, pretraining
 from helpers.stages import Artifact, Stage
 
 FAST_ESTIMATE = "a few seconds, fast mode"
+#: What a stage's message says when this machine has no estimate (a GPU, or the gpu profile).
+UNKNOWN_TIME = "minutes (python benchmarks/gpu_smoke.py predicts them on a GPU)"
 
 # --------------------------------------------------------------------------------------------
 # Shared by the recipes
@@ -79,8 +81,8 @@ def load_lm(path: Path, info: dict):
     return model, tk.load_tokenizer(path)
 
 
-def _minutes(unit: str, count: int, what: str) -> str:
-    return f"{what}, " + (speed.estimate(unit, count) or "minutes")
+def _minutes(unit: str, count: int, what: str, run: Settings) -> str:
+    return f"{what}, " + (speed.estimate(unit, count, run.profile) or UNKNOWN_TIME)
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ def _train_sft(config: dict, inputs: dict, out_dir: Path) -> dict:
 
 
 def _sft_estimate(config: dict, run: Settings) -> str:
-    return FAST_ESTIMATE if run.fast else _minutes("sft_epoch", config["epochs"], f"{config['epochs']} epochs")
+    return FAST_ESTIMATE if run.fast else _minutes("sft_epoch", config["epochs"], f"{config['epochs']} epochs", run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,7 +224,7 @@ def _comparisons_estimate(config: dict, run: Settings) -> str:
     if run.fast:
         return FAST_ESTIMATE
     prompts = config["n_prompts"] + config["heldout_prompts"]
-    return _minutes("comparisons_prompt", prompts, f"sampling {config['k']} answers to {prompts} prompts")
+    return _minutes("comparisons_prompt", prompts, f"sampling {config['k']} answers to {prompts} prompts", run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,7 +259,7 @@ def _rm_estimate(config: dict, run: Settings) -> str:
     if run.fast:
         return FAST_ESTIMATE
     epochs = config["epochs"]
-    return _minutes("rm_epoch", epochs, f"{epochs} epoch{'s' * (epochs > 1)}")
+    return _minutes("rm_epoch", epochs, f"{epochs} epoch{'s' * (epochs > 1)}", run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,8 +314,7 @@ def _ppo_estimate(config: dict, run: Settings) -> str:
     if run.fast:
         return FAST_ESTIMATE
     unit = "ppo_ptx_episode" if config["ptx_coef"] > 0 else "ppo_episode"
-    return f"{config['total_episodes']} episodes, " + (
-        speed.estimate(unit, config["total_episodes"]) or "minutes on a GPU")
+    return _minutes(unit, config["total_episodes"], f"{config['total_episodes']} episodes", run)
 
 
 # --------------------------------------------------------------------------------------------

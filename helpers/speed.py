@@ -299,20 +299,26 @@ def seconds_here(reference_seconds: float) -> float | None:
     return None if speed is None else reference_seconds * REFERENCE_SPEED / speed
 
 
-#: Seconds one unit of each stage's work took in the reference run (tiny profile, full mode, the
-#: README's run of the whole course, on a machine whose probe measured ``REFERENCE_SPEED``).
+#: Seconds one unit of each stage's work took in the reference run of each profile measured on a
+#: CPU: the tiny profile, full mode, the README's run of the whole course, on a machine whose probe
+#: measured ``REFERENCE_SPEED``. The gpu profile has none (``benchmarks/gpu_smoke.py`` predicts
+#: its times on the GPU at hand).
 REFERENCE_SECONDS = {
-    "sft_epoch": 10.0,  # one epoch of SFT, with its per-epoch evaluation
-    "comparisons_prompt": 0.013,  # sampling K answers to one prompt and ranking them
-    "rm_epoch": 17.5,  # one epoch of the reward model on the comparisons stage's rankings
-    "ppo_episode": 0.027,  # one PPO episode (rollout, scoring, its share of the update)
-    "ppo_ptx_episode": 0.047,  # the same with PPO-ptx's pretraining batches
+    "tiny": {
+        "sft_epoch": 10.0,  # one epoch of SFT, with its per-epoch evaluation
+        "comparisons_prompt": 0.013,  # sampling K answers to one prompt and ranking them
+        "rm_epoch": 17.5,  # one epoch of the reward model on the comparisons stage's rankings
+        "ppo_episode": 0.027,  # one PPO episode (rollout, scoring, its share of the update)
+        "ppo_ptx_episode": 0.047,  # the same with PPO-ptx's pretraining batches
+    },
 }
 
 
-def estimate(unit: str, count: float = 1.0) -> str:
-    """``about 3 min on this machine`` for ``count`` units of ``REFERENCE_SECONDS[unit]``."""
-    seconds = seconds_here(REFERENCE_SECONDS[unit] * count)
+def estimate(unit: str, count: float = 1.0, profile: str = "tiny") -> str:
+    """``about 3 min on this machine`` for ``count`` units of ``REFERENCE_SECONDS[profile][unit]``;
+    "" when the profile has no reference time for it (or the device is not a CPU)."""
+    reference = REFERENCE_SECONDS.get(profile, {}).get(unit)
+    seconds = None if reference is None else seconds_here(reference * count)
     return describe_minutes(None if seconds is None else seconds / 60)
 
 

@@ -97,6 +97,10 @@ def test_estimates_scale_with_the_measured_speed(fresh, monkeypatch):
     assert speed.describe_minutes(3.2) == "about 3 min on this machine"
     assert speed.describe_minutes(0.4) == "under a minute on this machine"
     assert speed.describe_minutes(None) == ""
+    # a stage's estimate: its reference time scaled to this machine; none for the gpu profile
+    reference = speed.REFERENCE_SECONDS["tiny"]["rm_epoch"]
+    assert speed.estimate("rm_epoch", 4) == speed.describe_minutes(4 * reference * speed.REFERENCE_SPEED / 12_000 / 60)
+    assert speed.estimate("rm_epoch", 4, profile="gpu") == ""
     # another size is measured once at the chosen thread count, then read from the cache
     timed = []
     monkeypatch.setattr(speed, "training_speed", lambda threads, model=None, **kw: timed.append(threads) or 3_000.0)
