@@ -139,7 +139,7 @@ GPU = Profile(
         "base_big": {"hub_model": HubId("base_big"), "heldout_docs": 500, "seq_len": 512},
         # A pretrained 135M model learns the answer format in far fewer, smaller steps.
         "sft": {**TINY.stages["sft"], "epochs": 2, "learning_rate": 5e-5, "batch_size": 16,
-                "max_length": 512},
+                "max_length": 512, "eval_max_new_tokens": 256},
         # Real answers run longer; the labelers' noise is fitted to the gold reward model's scores
         # of the answers being ranked (its scale is not the rubric's).
         "comparisons": {**TINY.stages["comparisons"], "max_new_tokens": 96, "calibrate_noise": True,

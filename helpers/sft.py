@@ -89,6 +89,7 @@ class SFTSettings:
     n_demonstrations: int | None = None  # None: all of them
     validation_share: float = 0.1
     eval_prompts_per_epoch: int = 120  # held-out prompts scored by the gold labeler per epoch
+    eval_max_new_tokens: int = 48  # longest answer generated for that score (a cut answer scores low)
     seed: int = 0
 
 
@@ -151,7 +152,7 @@ def train_sft(model, tokenizer, demos: list[Example], settings: SFTSettings,
                 history.epoch.append(round(float(state.epoch or 0.0), 3))
                 history.val_loss.append(float(logs["eval_loss"]))
                 answers = generation.generate(model, tokenizer, [p.prompt for p in probe],
-                                              temperature=0.0, max_new_tokens=48)
+                                              temperature=0.0, max_new_tokens=settings.eval_max_new_tokens)
                 history.gold_score.append(evaluation.mean_gold_score(probe, answers))
                 model.train()
 
