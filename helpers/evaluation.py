@@ -35,10 +35,13 @@ def few_shot_prompt(prompt: str, shots: list[Example]) -> str:
     return f"{solved}Question: {prompt}\nAnswer:"
 
 
-def few_shot_answer(continuation: str) -> str:
-    """A few-shot continuation's answer: the rest of its first line (the model would go on
-    with "Question: ..." next, as Q&A pages do)."""
-    return continuation.strip().split("\n")[0].strip()
+def few_shot_answer(continuation: str, one_line: bool = True) -> str:
+    """A few-shot continuation's answer: the rest of its first line (the model would go on with
+    "Question: ..." next, as Q&A pages do). ``one_line=False`` for answers that run over several
+    lines (people's answers, the gpu profile): everything up to the next "Question:"."""
+    if one_line:
+        return continuation.strip().split("\n")[0].strip()
+    return continuation.split("\nQuestion:")[0].strip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,6 +97,15 @@ def by_family(examples: list[Example], responses: list[str]) -> dict[str, Family
                                   sum(g.follows for g in grades) / n,
                                   sum(g.concise for g in grades) / n)
     return out
+
+
+def mean_by_family(examples: list[Example], scores: list[float]) -> dict[str, float]:
+    """The mean of ``scores`` (one per example) per task family (the gpu profile: per no_robots
+    category), families in the order they first appear."""
+    groups: dict[str, list[float]] = {}
+    for example, score in zip(examples, scores):
+        groups.setdefault(example.family, []).append(score)
+    return {family: sum(values) / len(values) for family, values in groups.items()}
 
 
 def mean_gold_score(examples: list[Example], responses: list[str]) -> float:
