@@ -1,6 +1,7 @@
 """The course's pipeline: every stage, in order, and how each one is made.
 
-    tokenizer -> base -> sft -> comparisons -> rm -> ppo, ppo_ptx, ppo_high_beta
+    tokenizer -> base -> sft -> comparisons -> rm -> ppo, ppo_ptx, ppo_high_beta, ppo_no_kl, ppo_low_beta_long
+                             -> comparisons_scaled -> rm_scaled (notebook 07's second reward model)
               -> base_big (the bigger base model that notebook 06 compares with)
 
 A notebook asks for a stage with ``load_or_train("sft")``: the artifact cache
@@ -207,8 +208,11 @@ def _sft_estimate(config: dict, run: Settings) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _comparisons_settings(run: Settings) -> dict:
-    return {**_table(run, "comparisons"), "seed": run.seed}
+def _comparisons_settings(stage: str) -> Callable[[Settings], dict]:
+    def settings_fn(run: Settings) -> dict:
+        return {**_table(run, stage), "seed": run.seed}
+
+    return settings_fn
 
 
 def _train_comparisons(config: dict, inputs: dict, out_dir: Path) -> dict:
@@ -232,21 +236,29 @@ def _comparisons_estimate(config: dict, run: Settings) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _rm_settings(run: Settings) -> dict:
-    table = _table(run, "rm")
-    return {**_filled(reward.RMSettings, table, run.seed), "offset_demonstrations": table["offset_demonstrations"]}
+def _rm_settings(stage: str) -> Callable[[Settings], dict]:
+    def settings_fn(run: Settings) -> dict:
+        table = _table(run, stage)
+        return {**_filled(reward.RMSettings, table, run.seed), "offset_demonstrations": table["offset_demonstrations"]}
+
+    return settings_fn
 
 
-def _train_rm(config: dict, inputs: dict, out_dir: Path) -> dict:
-    sft_artifact, tokenizer = inputs["sft"], inputs["sft"].tokenizer
-    train, held = comparisons.load_comparisons(inputs["comparisons"])
-    model, metrics, history = reward.train_reward_stage(train, held, sft_artifact.path, tokenizer,
-                                                        _of(reward.RMSettings, config))
-    demos = _data(config).demonstrations(seed=config["seed"])[: config["offset_demonstrations"]]
-    metrics["demonstration_offset"] = reward.set_demonstration_offset(
-        model, tokenizer, [d.prompt for d in demos], [d.response for d in demos])
-    save_model(out_dir, model, tokenizer, history.as_dict())
-    return metrics
+def _train_rm_on(comparisons_stage: str) -> Callable[[dict, dict, Path], dict]:
+    """The reward model's recipe, on the rankings of ``comparisons_stage`` (a stage it requires)."""
+
+    def train_fn(config: dict, inputs: dict, out_dir: Path) -> dict:
+        sft_artifact, tokenizer = inputs["sft"], inputs["sft"].tokenizer
+        train, held = comparisons.load_comparisons(inputs[comparisons_stage])
+        model, metrics, history = reward.train_reward_stage(train, held, sft_artifact.path, tokenizer,
+                                                            _of(reward.RMSettings, config))
+        demos = _data(config).demonstrations(seed=config["seed"])[: config["offset_demonstrations"]]
+        metrics["demonstration_offset"] = reward.set_demonstration_offset(
+            model, tokenizer, [d.prompt for d in demos], [d.response for d in demos])
+        save_model(out_dir, model, tokenizer, history.as_dict())
+        return metrics
+
+    return train_fn
 
 
 def _load_rm(path: Path, info: dict):
@@ -263,7 +275,8 @@ def _rm_estimate(config: dict, run: Settings) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# ppo, ppo_ptx, ppo_high_beta: the policy trained against the reward model
+# ppo, ppo_ptx, ppo_high_beta, ppo_no_kl, ppo_low_beta_long: the policy trained against the
+# reward model
 # --------------------------------------------------------------------------------------------
 
 
@@ -330,9 +343,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           requires=("tokenizer",), version="2", estimate_fn=_base_estimate),
     Stage("sft", settings_fn=_sft_settings, train_fn=_train_sft, load_fn=load_lm,
           requires=("base",), version="4", estimate_fn=_sft_estimate),
-    Stage("comparisons", settings_fn=_comparisons_settings, train_fn=_train_comparisons, load_fn=_no_model,
-          requires=("sft",), version="5", estimate_fn=_comparisons_estimate),
-    Stage("rm", settings_fn=_rm_settings, train_fn=_train_rm, load_fn=_load_rm,
+    Stage("comparisons", settings_fn=_comparisons_settings("comparisons"), train_fn=_train_comparisons,
+          load_fn=_no_model, requires=("sft",), version="5", estimate_fn=_comparisons_estimate),
+    Stage("rm", settings_fn=_rm_settings("rm"), train_fn=_train_rm_on("comparisons"), load_fn=_load_rm,
           requires=("sft", "comparisons"), version="1", estimate_fn=_rm_estimate),
     Stage("ppo", settings_fn=_ppo_settings("ppo"), train_fn=_train_ppo, load_fn=load_lm,
           requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
@@ -340,6 +353,17 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
     Stage("ppo_high_beta", settings_fn=_ppo_settings("ppo_high_beta"), train_fn=_train_ppo, load_fn=load_lm,
           requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+    # Notebook 07: PPO pushed past where the reward model can be trusted, and a second reward model
+    # trained on another number of comparisons (profiles.py says how many, per profile).
+    Stage("ppo_no_kl", settings_fn=_ppo_settings("ppo_no_kl"), train_fn=_train_ppo, load_fn=load_lm,
+          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+    Stage("ppo_low_beta_long", settings_fn=_ppo_settings("ppo_low_beta_long"), train_fn=_train_ppo,
+          load_fn=load_lm, requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+    Stage("comparisons_scaled", settings_fn=_comparisons_settings("comparisons_scaled"),
+          train_fn=_train_comparisons, load_fn=_no_model, requires=("sft",), version="5",
+          estimate_fn=_comparisons_estimate),
+    Stage("rm_scaled", settings_fn=_rm_settings("rm_scaled"), train_fn=_train_rm_on("comparisons_scaled"),
+          load_fn=_load_rm, requires=("sft", "comparisons_scaled"), version="1", estimate_fn=_rm_estimate),
     Stage("base_big", settings_fn=_base_settings("base_big"), train_fn=_train_base, load_fn=load_lm,
           requires=("tokenizer",), version="3", estimate_fn=_base_estimate),
 )}

@@ -31,6 +31,10 @@ PTX_COEF = 1.0
 #: The paper's alternative to PPO-ptx: a larger KL coefficient instead of the pretraining loss.
 HIGH_BETA = 0.5
 
+#: Notebook 07 pushes PPO against the reward model harder than the course's PPO (beta 0.2): with
+#: no KL penalty at all, and with Stiennon et al.'s beta 0.05 for twice the episodes.
+LOW_BETA = 0.05
+
 
 #: Everything the gpu profile takes from the Hugging Face hub: (the environment variable that
 #: replaces it, the default). A replacement may be another hub id or a local folder in the same
@@ -64,6 +68,18 @@ class HubId:
 
 
 @dataclass(frozen=True)
+class Scaled:
+    """A variant's setting that is its parent stage's value times ``factor`` (in fast mode too, so
+    a variant with twice the episodes stays a smoke run there)."""
+
+    factor: float
+
+    def of(self, value):
+        scaled = value * self.factor
+        return max(1, round(scaled)) if isinstance(value, int) else scaled
+
+
+@dataclass(frozen=True)
 class Profile:
     """What every stage does in one profile: ``stages[stage]`` are its settings in full mode,
     ``fast[stage]`` what fast mode changes on top of them, ``variants[stage]`` a stage that is
@@ -84,9 +100,16 @@ class Profile:
 _PRETRAIN = {"steps": 2400, "batch_size": 16, "seq_len": 128, "lr": 3e-3, "warmup": 40,
              "eval_every": 200, "n_docs": None, "heldout_docs": 500}
 
-# The variants of the PPO stage that notebook 06 compares (both profiles).
+# The variants of the PPO stage that notebook 06 compares (both profiles), and the two that
+# notebook 07 overoptimizes with.
 _PPO_VARIANTS = {"ppo_ptx": ("ppo", {"ptx_coef": PTX_COEF}),
-                 "ppo_high_beta": ("ppo", {"kl_coef": HIGH_BETA})}
+                 "ppo_high_beta": ("ppo", {"kl_coef": HIGH_BETA}),
+                 "ppo_no_kl": ("ppo", {"kl_coef": 0.0}),
+                 "ppo_low_beta_long": ("ppo", {"kl_coef": LOW_BETA, "total_episodes": Scaled(2)})}
+
+# Notebook 07's second reward model: the same recipe on another number of comparisons. The rm
+# variant changes nothing itself; its recipe reads the comparisons_scaled stage.
+_RM_VARIANTS = {"rm_scaled": ("rm", {})}
 
 # Fast mode of the stages both profiles train the same way: a few dozen examples each.
 _FAST_TRAINING = {
@@ -125,7 +148,9 @@ TINY = Profile(
         "base_big": {"steps": 12, "batch_size": 8, "seq_len": 64, "warmup": 2, "eval_every": 6,
                      "n_docs": 2000, "heldout_docs": 100},
     },
-    variants=_PPO_VARIANTS,
+    # The Instruction World's rm split has prompts enough for twice the comparisons: a stronger
+    # reward model.
+    variants={**_PPO_VARIANTS, **_RM_VARIANTS, "comparisons_scaled": ("comparisons", {"n_prompts": Scaled(2)})},
 )
 
 GPU = Profile(
@@ -150,7 +175,10 @@ GPU = Profile(
                 "learning_rate": 1e-6, "value_learning_rate": 1e-5},
     },
     fast={**_FAST_TRAINING, "base": {"heldout_docs": 8}, "base_big": {"heldout_docs": 8}},
-    variants=_PPO_VARIANTS,
+    # no_robots' share for rankings (a quarter of its 9,500 training conversations) holds fewer
+    # prompts than twice the comparisons stage's 1,800 need: the second reward model learns from
+    # half as many, a weaker one.
+    variants={**_PPO_VARIANTS, **_RM_VARIANTS, "comparisons_scaled": ("comparisons", {"n_prompts": Scaled(0.5)})},
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (TINY, GPU)}
@@ -162,7 +190,9 @@ def stage_settings(profile: str, fast: bool, stage: str) -> dict:
     table = PROFILES[profile]
     if stage in table.variants:
         parent, changes = table.variants[stage]
-        return {**stage_settings(profile, fast, parent), **changes}
+        settings = stage_settings(profile, fast, parent)
+        return {**settings, **{key: value.of(settings[key]) if isinstance(value, Scaled) else value
+                               for key, value in changes.items()}}
     settings = dict(table.stages.get(stage, {}))
     if fast:
         settings.update(table.fast.get(stage, {}))
