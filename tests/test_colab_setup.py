@@ -22,7 +22,7 @@ from helpers.config import ROOT
 COLAB_TODAY = {
     "torch": "2.11.0+cu126", "transformers": "5.15.0", "ipywidgets": "7.7.1",
     "tokenizers": "0.22.1", "accelerate": "1.10.1", "datasets": "4.0.0", "numpy": "2.0.2",
-    "matplotlib": "3.10.0", "tqdm": "4.67.1", "jinja2": "3.1.6",
+    "matplotlib": "3.10.0", "tqdm": "4.67.1", "jinja2": "3.1.6", "pandas": "2.2.2", "huggingface-hub": "1.1.5",
 }
 
 
