@@ -153,6 +153,7 @@ class GRPOHistory:
     kl: list[float] = field(default_factory=list)  # mean per-token KL to the reference (k3)
     response_length: list[float] = field(default_factory=list)  # tokens
     equal_reward_groups: list[float] = field(default_factory=list)  # share of groups with std 0
+    gold: list[float] = field(default_factory=list)  # mean gold score of the answers (if gold_fn)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -166,8 +167,9 @@ def _prompt_dataset(examples: list):
                               for i, e in enumerate(examples)])
 
 
-def _trl_reward(examples: list, reward_fn: Callable) -> Callable:
-    """A TRL reward function (keyword arguments; conversational completions) around ``reward_fn``."""
+def _trl_reward(examples: list, reward_fn: Callable, name: str) -> Callable:
+    """A TRL reward function (keyword arguments; conversational completions) around ``reward_fn``,
+    named ``name`` (TRL logs each reward function's mean under its name)."""
 
     def course_reward(prompts, completions, example_index, **kwargs) -> list[float]:
         # The chat template puts a space after "<|assistant|>"; the model writes it as part of
@@ -176,11 +178,12 @@ def _trl_reward(examples: list, reward_fn: Callable) -> Callable:
         texts = [t[1:] if t.startswith(" ") else t for t in texts]
         return [float(r) for r in reward_fn([examples[i] for i in example_index], texts)]
 
+    course_reward.__name__ = name
     return course_reward
 
 
 def train_grpo(sft_path, tokenizer, examples: list, reward_fn: Callable, settings: GRPOSettings,
-               progress: bool = True):
+               progress: bool = True, gold_fn: Callable | None = None):
     """Train a policy from the SFT model in ``sft_path`` with TRL's ``GRPOTrainer``: (model, history).
 
     examples: the prompts (world ``Example``s), cycled through in shuffled order.
@@ -189,6 +192,10 @@ def train_grpo(sft_path, tokenizer, examples: list, reward_fn: Callable, setting
     ``prompts_per_step`` prompts with the policy, scores them, turns the rewards into group
     advantages and takes one gradient step per pass (``updates_per_batch``). The reference for the
     KL term is the same SFT model, frozen (TRL loads it from the policy's folder).
+
+    gold_fn(examples, responses) -> list[float]: if given, the gold score of every sampled answer
+    is logged too (``history.gold``). It is a second reward function of weight 0: TRL scores and
+    logs it, and it changes nothing in the advantages.
     """
     import datasets
     from transformers import TrainerCallback
@@ -209,6 +216,7 @@ def train_grpo(sft_path, tokenizer, examples: list, reward_fn: Callable, setting
         num_iterations=settings.updates_per_batch,
         scale_rewards="group" if settings.scale_rewards else "none",
         loss_type=settings.loss_type,
+        reward_weights=[1.0] if gold_fn is None else [1.0, 0.0],
         learning_rate=settings.learning_rate,
         lr_scheduler_type="constant",  # a short run would spend its end barely moving
         max_grad_norm=1.0,
@@ -236,6 +244,8 @@ def train_grpo(sft_path, tokenizer, examples: list, reward_fn: Callable, setting
             history.kl.append(float(logs.get("kl", 0.0)))  # no KL term when beta = 0
             history.response_length.append(float(logs.get("completions/mean_length", math.nan)))
             history.equal_reward_groups.append(float(logs.get("frac_reward_zero_std", math.nan)))
+            if gold_fn is not None:
+                history.gold.append(float(logs.get("rewards/gold/mean", math.nan)))
             self.bar.set_postfix(reward=f"{history.reward[-1]:.2f}", kl=f"{history.kl[-1]:.3f}")
 
         def on_train_end(self, args, state, control, **kwargs):
@@ -244,8 +254,11 @@ def train_grpo(sft_path, tokenizer, examples: list, reward_fn: Callable, setting
     datasets.disable_progress_bars()  # the dataset preparation bars say nothing to a student
     started = time.perf_counter()
     policy = load_causal_lm(sft_path, device())
+    reward_funcs = [_trl_reward(list(examples), reward_fn, "reward")]
+    if gold_fn is not None:
+        reward_funcs.append(_trl_reward(list(examples), gold_fn, "gold"))
     with quiet_loading():
-        trainer = GRPOTrainer(model=policy, reward_funcs=_trl_reward(list(examples), reward_fn), args=config,
+        trainer = GRPOTrainer(model=policy, reward_funcs=reward_funcs, args=config,
                               train_dataset=_prompt_dataset(examples), processing_class=tokenizer,
                               callbacks=[Progress()])
     trainer.remove_callback(ProgressCallback)

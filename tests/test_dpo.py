@@ -19,7 +19,7 @@ def _nll_sigmoid(x: float) -> float:
 
 # Two pairs: (policy chosen, policy rejected, reference chosen, reference rejected)
 PAIRS = torch.tensor([[-2.0, -3.0, -2.5, -2.0],
-                      [-4.0, -1.0, -3.0, -1.5]])
+                      [-4.0, -1.0, -3.0, -2.0]])
 BETA = 0.5
 
 
@@ -27,13 +27,17 @@ def _loss(*columns, beta=BETA):
     return dpo.dpo_loss(*columns, beta)
 
 
+def _loss_value(*columns) -> float:
+    return _loss(*columns)[0].item()
+
+
 def test_dpo_loss_by_hand():
     loss, chosen, rejected = _loss(*PAIRS.T)
     # pair 1: chosen log-ratio -2 - (-2.5) = 0.5, rejected -3 - (-2) = -1 -> rewards 0.25, -0.5
-    # pair 2: chosen -4 - (-3) = -1, rejected -1 - (-1.5) = 0.5        -> rewards -0.5, 0.25
+    # pair 2: chosen -4 - (-3) = -1, rejected -1 - (-2) = 1            -> rewards -0.5, 0.5
     assert chosen.tolist() == pytest.approx([0.25, -0.5])
-    assert rejected.tolist() == pytest.approx([-0.5, 0.25])
-    expected = (_nll_sigmoid(0.75) + _nll_sigmoid(-0.75)) / 2
+    assert rejected.tolist() == pytest.approx([-0.5, 0.5])
+    expected = (_nll_sigmoid(0.75) + _nll_sigmoid(-1.0)) / 2
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert not chosen.requires_grad and not rejected.requires_grad
 
@@ -48,7 +52,7 @@ def test_policy_equal_to_reference_gives_log_2():
 def test_each_common_mistake_gives_another_number():
     """An exercise tells these apart only if each gives a loss different from the right one."""
     pc, pr, rc, rr = PAIRS.T
-    right = _loss(pc, pr, rc, rr).item()
+    right = _loss_value(pc, pr, rc, rr)
     delta = (pc - rc) - (pr - rr)
     mistakes = {
         "no reference model": -torch.nn.functional.logsigmoid(BETA * (pc - pr)).mean(),

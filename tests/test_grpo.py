@@ -64,6 +64,11 @@ def shorter_is_better(examples, responses):
     return [-float(len(r)) for r in responses]
 
 
+def fewer_words_is_better(examples, responses):
+    """A second toy score, only watched (the gold labeler's place in a real run)."""
+    return [-float(len(r.split())) for r in responses]
+
+
 def test_short_grpo_run_raises_a_toy_reward(small_tokenizer, tmp_path, one_thread):
     tok = small_tokenizer
     torch.manual_seed(0)
@@ -73,8 +78,9 @@ def test_short_grpo_run_raises_a_toy_reward(small_tokenizer, tmp_path, one_threa
     settings = grpo.GRPOSettings(total_prompts=48, prompts_per_step=4, group_size=8, max_new_tokens=8,
                                  learning_rate=3e-3, beta=0.04)
     model, history = grpo.train_grpo(tmp_path / "sft", tok, examples, shorter_is_better, settings,
-                                     progress=False)
-    assert len(history.reward) == settings.steps
+                                     progress=False, gold_fn=fewer_words_is_better)
+    assert len(history.reward) == len(history.gold) == settings.steps
+    assert all(math.isfinite(g) for g in history.gold)  # logged beside the reward, not optimized
     # the first step's KL is measured before any update: the policy is still the reference
     assert history.kl[0] == pytest.approx(0.0, abs=1e-6)
     assert max(history.kl) > 0
