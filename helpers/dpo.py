@@ -35,12 +35,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from helpers import trainer_progress
 from helpers.config import device
 from helpers.models import load_causal_lm, quiet_loading
-from helpers.progress import tqdm
 from helpers.rankings import Ranking
 from helpers.reward import preference_dataset, rm_accuracy
 from helpers.sft import build_sft_example, scratch_dir, trainer_defaults
+from helpers.trainer_progress import TrainerProgress
 
 # --------------------------------------------------------------------------------------------
 # The log-probability of an answer
@@ -220,8 +221,6 @@ def train_dpo(sft_path, tokenizer, rankings: list[Ranking], heldout: list[Rankin
     held-out margin and accuracy at the end, computed by ``implicit_rewards``.
     """
     import datasets
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import DPOConfig, DPOTrainer
 
     if settings.n_rankings is not None:
@@ -247,46 +246,32 @@ def train_dpo(sft_path, tokenizer, rankings: list[Ranking], heldout: list[Rankin
         **trainer_defaults(settings.seed),
     )
 
-    class Progress(TrainerCallback):
-        """One tqdm bar and the curves, instead of the trainer's printed log dicts."""
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, desc="DPO", disable=not progress)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.bar.update(1)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            if "loss" in logs:
-                history.step.append(state.global_step)
-                history.loss.append(float(logs["loss"]))
-                history.margin.append(float(logs.get("rewards/margins", math.nan)))
-                history.accuracy.append(float(logs.get("rewards/accuracies", math.nan)))
-            if "eval_loss" in logs:
-                history.epoch.append(round(float(state.epoch or 0.0), 3))
-                history.heldout_loss.append(float(logs["eval_loss"]))
-                history.heldout_margin.append(float(logs.get("eval_rewards/margins", math.nan)))
-                history.heldout_accuracy.append(float(logs.get("eval_rewards/accuracies", math.nan)))
-            postfix = {}
-            if history.loss:
-                postfix.update(loss=f"{history.loss[-1]:.3f}", margin=f"{history.margin[-1]:.2f}")
-            if history.heldout_margin:
-                postfix["held-out margin"] = f"{history.heldout_margin[-1]:.2f}"
-            self.bar.set_postfix(postfix)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.bar.close()
+    def record(state, logs) -> dict:
+        if "loss" in logs:
+            history.step.append(state.global_step)
+            history.loss.append(float(logs["loss"]))
+            history.margin.append(float(logs.get("rewards/margins", math.nan)))
+            history.accuracy.append(float(logs.get("rewards/accuracies", math.nan)))
+        if "eval_loss" in logs:
+            history.epoch.append(round(float(state.epoch or 0.0), 3))
+            history.heldout_loss.append(float(logs["eval_loss"]))
+            history.heldout_margin.append(float(logs.get("eval_rewards/margins", math.nan)))
+            history.heldout_accuracy.append(float(logs.get("eval_rewards/accuracies", math.nan)))
+        postfix = {}
+        if history.loss:
+            postfix.update(loss=f"{history.loss[-1]:.3f}", margin=f"{history.margin[-1]:.2f}")
+        if history.heldout_margin:
+            postfix["held-out margin"] = f"{history.heldout_margin[-1]:.2f}"
+        return postfix
 
     datasets.disable_progress_bars()  # the dataset preparation bars say nothing to a student
     started = time.perf_counter()
     policy = load_causal_lm(sft_path, device())
     reference = load_causal_lm(sft_path, device())
     with quiet_loading():
-        trainer = DPOTrainer(model=policy, ref_model=reference, args=config, train_dataset=train_data,
-                             eval_dataset=heldout_data, processing_class=tokenizer, callbacks=[Progress()])
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
+        trainer = trainer_progress.quiet(DPOTrainer(
+            model=policy, ref_model=reference, args=config, train_dataset=train_data, eval_dataset=heldout_data,
+            processing_class=tokenizer, callbacks=[TrainerProgress("DPO", record, progress)]))
     trainer.train()
     history.seconds = time.perf_counter() - started
     model = trainer.model.to(device()).eval()

@@ -31,11 +31,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from helpers import labelers, reward
+from helpers import labelers, reward, trainer_progress
 from helpers.config import device
 from helpers.models import load_causal_lm, quiet_loading
-from helpers.progress import tqdm
 from helpers.sft import conversation, scratch_dir, trainer_defaults
+from helpers.trainer_progress import TrainerProgress
 
 # --------------------------------------------------------------------------------------------
 # Advantages without a value model
@@ -198,8 +198,6 @@ def train_grpo(sft_path, tokenizer, examples: list, reward_fn: Callable, setting
     logs it, and it changes nothing in the advantages.
     """
     import datasets
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOConfig, GRPOTrainer
 
     history = GRPOHistory()
@@ -225,31 +223,18 @@ def train_grpo(sft_path, tokenizer, examples: list, reward_fn: Callable, setting
         **trainer_defaults(settings.seed),
     )
 
-    class Progress(TrainerCallback):
-        """One tqdm bar and the curves, instead of the trainer's printed log dicts."""
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, desc="GRPO", disable=not progress)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.bar.update(1)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            if "reward" not in logs:
-                return
-            history.step.append(state.global_step)
-            history.reward.append(float(logs["reward"]))
-            history.reward_std.append(float(logs.get("reward_std", math.nan)))
-            history.kl.append(float(logs.get("kl", 0.0)))  # no KL term when beta = 0
-            history.response_length.append(float(logs.get("completions/mean_length", math.nan)))
-            history.equal_reward_groups.append(float(logs.get("frac_reward_zero_std", math.nan)))
-            if gold_fn is not None:
-                history.gold.append(float(logs.get("rewards/gold/mean", math.nan)))
-            self.bar.set_postfix(reward=f"{history.reward[-1]:.2f}", kl=f"{history.kl[-1]:.3f}")
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.bar.close()
+    def record(state, logs) -> dict | None:
+        if "reward" not in logs:
+            return None
+        history.step.append(state.global_step)
+        history.reward.append(float(logs["reward"]))
+        history.reward_std.append(float(logs.get("reward_std", math.nan)))
+        history.kl.append(float(logs.get("kl", 0.0)))  # no KL term when beta = 0
+        history.response_length.append(float(logs.get("completions/mean_length", math.nan)))
+        history.equal_reward_groups.append(float(logs.get("frac_reward_zero_std", math.nan)))
+        if gold_fn is not None:
+            history.gold.append(float(logs.get("rewards/gold/mean", math.nan)))
+        return dict(reward=f"{history.reward[-1]:.2f}", kl=f"{history.kl[-1]:.3f}")
 
     datasets.disable_progress_bars()  # the dataset preparation bars say nothing to a student
     started = time.perf_counter()
@@ -258,11 +243,9 @@ def train_grpo(sft_path, tokenizer, examples: list, reward_fn: Callable, setting
     if gold_fn is not None:
         reward_funcs.append(_trl_reward(list(examples), gold_fn, "gold"))
     with quiet_loading():
-        trainer = GRPOTrainer(model=policy, reward_funcs=reward_funcs, args=config,
-                              train_dataset=_prompt_dataset(examples), processing_class=tokenizer,
-                              callbacks=[Progress()])
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
+        trainer = trainer_progress.quiet(GRPOTrainer(
+            model=policy, reward_funcs=reward_funcs, args=config, train_dataset=_prompt_dataset(examples),
+            processing_class=tokenizer, callbacks=[TrainerProgress("GRPO", record, progress)]))
     trainer.train()
     history.seconds = time.perf_counter() - started
     return trainer.model.to(device()).eval(), history

@@ -22,13 +22,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from helpers import precision
+from helpers import precision, trainer_progress
 from helpers.config import device
 from helpers.models import last_real_index, load_reward_model, quiet_loading, token_values
 from helpers.progress import tqdm
 from helpers.rankings import Ranking
 from helpers.sft import conversation, scratch_dir, trainer_defaults
 from helpers.tokenizer import ASSISTANT
+from helpers.trainer_progress import TrainerProgress
 
 # --------------------------------------------------------------------------------------------
 # The loss
@@ -343,10 +344,7 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
     (tokenizing), model loading and training.
     """
     import datasets
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import RewardConfig, RewardTrainer
-
 
     settings = settings or RMSettings()
     history = RMHistory()
@@ -366,36 +364,23 @@ def train_with_trl(sft_path, tokenizer, rankings: list[Ranking], heldout: list[R
         **trainer_defaults(settings.seed),
     )
 
-    class Progress(TrainerCallback):
-        """One tqdm bar and the curves, instead of the trainer's printed log dicts."""
+    correct = [0.0]  # the running sum of the batches' accuracies
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, desc="reward model (TRL RewardTrainer)",
-                            disable=not progress)
-            self.correct = 0.0
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.bar.update(1)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            if "loss" in logs:
-                history.step.append(state.global_step)
-                history.loss.append(float(logs["loss"]))
-                self.correct += float(logs.get("accuracy", math.nan))
-                history.accuracy.append(self.correct / len(history.loss))  # running, as ours
-                self.bar.set_postfix(loss=f"{history.loss[-1]:.3f}", acc=f"{history.accuracy[-1]:.2f}")
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.bar.close()
+    def record(state, logs) -> dict | None:
+        if "loss" not in logs:
+            return None
+        history.step.append(state.global_step)
+        history.loss.append(float(logs["loss"]))
+        correct[0] += float(logs.get("accuracy", math.nan))
+        history.accuracy.append(correct[0] / len(history.loss))  # running, as ours
+        return {"loss": f"{history.loss[-1]:.3f}", "acc": f"{history.accuracy[-1]:.2f}"}
 
     datasets.disable_progress_bars()  # the dataset preparation bars say nothing to a student
     started = time.perf_counter()
     with quiet_loading():
-        trainer = RewardTrainer(model=str(sft_path), args=config, train_dataset=train_data,
-                                processing_class=tokenizer, callbacks=[Progress()])
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
+        trainer = trainer_progress.quiet(RewardTrainer(
+            model=str(sft_path), args=config, train_dataset=train_data, processing_class=tokenizer,
+            callbacks=[TrainerProgress("reward model (TRL RewardTrainer)", record, progress)]))
     trainer.train()
     history.seconds = time.perf_counter() - started
     history.responses_read = 2 * len(trainer.train_dataset) * settings.epochs

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from helpers import evaluation, generation, precision
+from helpers import evaluation, generation, precision, trainer_progress
 from helpers.config import device
-from helpers.progress import tqdm
+from helpers.trainer_progress import TrainerProgress
 from helpers.world import Example
 
 # --------------------------------------------------------------------------------------------
@@ -172,36 +172,22 @@ def train_sft(model, tokenizer, demos: list[Example], settings: SFTSettings,
         logging_steps=max(1, steps_per_epoch // 4),
         **trainer_defaults(settings.seed),
     )
-    class ProgressBar(TrainerCallback):
-        """One tqdm bar with the latest losses, instead of the trainer's printed log dicts."""
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, desc="SFT", disable=not progress)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.bar.update(1)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            postfix = {}
-            if history.train_loss:
-                postfix["loss"] = f"{history.train_loss[-1]:.3f}"
-            if history.val_loss:
-                postfix["val"] = f"{history.val_loss[-1]:.3f}"
-                postfix["gold"] = f"{history.gold_score[-1]:.2f}"
-            self.bar.set_postfix(postfix)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.bar.close()
+    def shown(state, logs) -> dict:
+        postfix = {}  # EpochProbe, called first, has just recorded the curves
+        if history.train_loss:
+            postfix["loss"] = f"{history.train_loss[-1]:.3f}"
+        if history.val_loss:
+            postfix["val"] = f"{history.val_loss[-1]:.3f}"
+            postfix["gold"] = f"{history.gold_score[-1]:.2f}"
+        return postfix
 
     import datasets
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     datasets.disable_progress_bars()  # the dataset preparation bars say nothing to a student
-    trainer = SFTTrainer(model=model, args=config, train_dataset=_as_dataset(train),
-                         eval_dataset=_as_dataset(held_out), processing_class=tokenizer,
-                         callbacks=[EpochProbe(), ProgressBar()])
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
+    trainer = trainer_progress.quiet(SFTTrainer(
+        model=model, args=config, train_dataset=_as_dataset(train), eval_dataset=_as_dataset(held_out),
+        processing_class=tokenizer, callbacks=[EpochProbe(), TrainerProgress("SFT", shown, progress)]))
     started = time.perf_counter()
     trainer.train()
     history.seconds = time.perf_counter() - started
