@@ -20,7 +20,6 @@ by a local folder with the same files. The tables are read once per process.
 from __future__ import annotations
 
 import functools
-import hashlib
 import random
 import re
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from huggingface_hub import snapshot_download
 
-from helpers import hub, profiles
+from helpers import hub, profiles, world
 from helpers.hub import HubUnavailableError
 from helpers.world import Example
 
@@ -93,13 +92,7 @@ SPLITS = ("sft", "rm", "ppo", "eval")
 
 def part_of(prompt_id: str) -> str:
     """The part ("sft", "rm" or "ppo") of the train split a prompt id belongs to."""
-    h = int(hashlib.md5(prompt_id.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
-    cumulative = 0.0
-    for name, share in PART_SHARES:
-        cumulative += share
-        if h < cumulative:
-            return name
-    return PART_SHARES[-1][0]
+    return world.hashed_share(prompt_id, PART_SHARES)
 
 
 def to_example(row, dataset: str) -> Example | None:

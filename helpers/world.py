@@ -317,15 +317,21 @@ SPLIT_SHARES = (("web", 0.25), ("sft", 0.2), ("rm", 0.2), ("ppo", 0.2), ("eval",
 SPLITS = tuple(name for name, _ in SPLIT_SHARES)
 
 
-def split_of(prompt: str) -> str:
-    """The split a prompt text belongs to (stable across machines)."""
-    h = int(hashlib.md5(prompt.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+def hashed_share(key: str, shares) -> str:
+    """The name ``key`` falls to among ``shares`` ((name, share) pairs summing to 1), by a hash of
+    the key: the same on every machine and for every seed, so parts never overlap."""
+    h = int(hashlib.md5(key.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
     cumulative = 0.0
-    for name, share in SPLIT_SHARES:
+    for name, share in shares:
         cumulative += share
         if h < cumulative:
             return name
-    return SPLIT_SHARES[-1][0]
+    return shares[-1][0]
+
+
+def split_of(prompt: str) -> str:
+    """The split a prompt text belongs to (stable across machines)."""
+    return hashed_share(prompt, SPLIT_SHARES)
 
 
 def sample_family(family: str, split: str, rng: random.Random, max_tries: int = 2000) -> Example:
