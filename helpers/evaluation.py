@@ -35,6 +35,49 @@ def few_shot_prompt(prompt: str, shots: list[Example]) -> str:
     return f"{solved}Question: {prompt}\nAnswer:"
 
 
+#: Requests whose right answer is not to do what was asked (a refusal, "I don't know"): the
+#: paper's prompted GPT-3 was shown how to follow instructions, so these never serve as shots.
+NOT_SHOTS = ("harmful", "unknown")
+
+
+@dataclass(frozen=True)
+class FewShotPrefixes:
+    """The paper's "prompted GPT-3": a fixed prefix of solved requests before every prompt, the
+    same whatever the prompt asks. A shot of the prompt's own kind of task would show the model
+    the answer's exact form (for a question nobody can answer, a solved capital question hands it
+    the format of a made-up capital), so there are two prefixes from disjoint task families, and a
+    prompt gets the first one that holds no shot of its own family."""
+
+    first: tuple[Example, ...]
+    second: tuple[Example, ...]
+
+    def shots_for(self, family: str) -> tuple[Example, ...]:
+        return self.second if family in {shot.family for shot in self.first} else self.first
+
+    def prompt(self, example: Example) -> str:
+        return few_shot_prompt(example.prompt, list(self.shots_for(example.family)))
+
+
+def few_shot_prefixes(pool: list[Example], n_shots: int = 3, exclude: tuple[str, ...] = NOT_SHOTS) -> FewShotPrefixes:
+    """Two fixed prefixes of ``n_shots`` solved requests each, from ``2 * n_shots`` different task
+    families of ``pool`` (the SFT split's prompts with their reference answers). Each family
+    offers its shortest example, so that a prefix stays short; the families with the shortest
+    ones are used, alternating between the two prefixes."""
+    shortest: dict[str, Example] = {}
+    for example in pool:
+        if example.family in exclude:
+            continue
+        best = shortest.get(example.family)
+        if best is None or len(example.prompt) + len(example.response) < len(best.prompt) + len(best.response):
+            shortest[example.family] = example
+    if len(shortest) < 2 * n_shots:
+        raise ValueError(f"{n_shots} shots per prefix need {2 * n_shots} task families besides {exclude}; "
+                         f"the pool has {len(shortest)}: {sorted(shortest)}. Use fewer shots.")
+    families = sorted(shortest, key=lambda f: (len(shortest[f].prompt) + len(shortest[f].response), f))
+    chosen = [shortest[f] for f in families[: 2 * n_shots]]
+    return FewShotPrefixes(first=tuple(chosen[0::2]), second=tuple(chosen[1::2]))
+
+
 def few_shot_answer(continuation: str, one_line: bool = True) -> str:
     """A few-shot continuation's answer: the rest of its first line (the model would go on with
     "Question: ..." next, as Q&A pages do). ``one_line=False`` for answers that run over several

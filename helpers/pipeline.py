@@ -2,7 +2,8 @@
 
     tokenizer -> base -> sft -> comparisons -> rm -> ppo, ppo_ptx, ppo_high_beta, ppo_no_kl, ppo_low_beta_long
                              -> comparisons_scaled -> rm_scaled (notebook 07's second reward model)
-              -> base_big (the bigger base model that notebook 06 compares with)
+              -> base_big -> sft_big -> ppo_big, ppo_ptx_big (notebook 06's bigger model size;
+                                          their PPO uses the small reward model "rm")
 
 A notebook asks for a stage with ``load_or_train("sft")``: the artifact cache
 (``helpers.stages``) gives the one it holds if it was made with the current settings, and
@@ -26,7 +27,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from helpers import comparisons, course_data, hub, labelers, ppo, profiles, reward, sft, speed, stages, world
+from helpers import (comparisons, course_data, hub, labelers, ppo, profiles, reward, sft, shipped_weights, speed,
+                     stages, world)
 from helpers import tokenizer as tk
 from helpers.config import Settings, device, settings as current_settings
 from helpers.models import (build_causal_lm, count_parameters, describe_size, load_causal_lm, load_reward_model,
@@ -139,6 +141,35 @@ def _base_settings(stage: str) -> Callable[[Settings], dict]:
     return settings_fn
 
 
+def _train_base_of(stage: str) -> Callable[[dict, dict, Path], dict]:
+    """The recipe of a base stage: the hub model (gpu), the weights the course ships for it when
+    they fit (tiny's base_big, ``helpers.shipped_weights``), else pretraining from scratch."""
+
+    def train_fn(config: dict, inputs: dict, out_dir: Path) -> dict:
+        if "hub_model" not in config:
+            shipped, why_not = shipped_weights.find(stage, config, inputs["tokenizer"].tokenizer)
+            if shipped is not None:
+                return _load_shipped(shipped, config, inputs, out_dir)
+            if shipped_weights.folder(stage, config["profile"]).exists():
+                print(f"not using the shipped weights: {why_not}; pretraining instead")
+        return _train_base(config, inputs, out_dir)
+
+    return train_fn
+
+
+def _load_shipped(shipped: Path, config: dict, inputs: dict, out_dir: Path) -> dict:
+    tok = inputs["tokenizer"].tokenizer
+    print(f"loading the pretrained weights the course ships ({shipped})")
+    model, manifest = shipped_weights.load(shipped, device())
+    history_file = shipped / stages.HISTORY_FILE
+    history = json.loads(history_file.read_text(encoding="utf-8")) if history_file.is_file() else None
+    save_model(out_dir, model, tok, history)
+    heldout = world.heldout_corpus(seed=config["corpus_seed"], n_docs=config["heldout_docs"])
+    # Measured again on the weights as shipped (half precision), not copied from the manifest.
+    return {**manifest["metrics"], "shipped": True,
+            "heldout_loss": heldout_loss(model, tok, heldout, seq_len=config["seq_len"], batch_size=16)}
+
+
 def _train_base(config: dict, inputs: dict, out_dir: Path) -> dict:
     tok = inputs["tokenizer"].tokenizer
     if "hub_model" in config:
@@ -170,13 +201,18 @@ def _train_base(config: dict, inputs: dict, out_dir: Path) -> dict:
     }
 
 
-def _base_estimate(config: dict, run: Settings) -> str:
-    if "hub_model" in config:
-        return f"downloading {config['hub_model']} from the hub"
-    if run.fast:
-        return FAST_ESTIMATE
-    tokens = config["steps"] * config["batch_size"] * config["seq_len"]
-    return speed.describe_minutes(speed.training_minutes(tokens, config["size"]))
+def _base_estimate_of(stage: str) -> Callable[[dict, Settings], str]:
+    def estimate_fn(config: dict, run: Settings) -> str:
+        if "hub_model" in config:
+            return f"downloading {config['hub_model']} from the hub"
+        if run.fast:
+            return FAST_ESTIMATE
+        if shipped_weights.folder(stage, run.profile).exists():
+            return "seconds with the weights the course ships; pretraining otherwise"
+        tokens = config["steps"] * config["batch_size"] * config["seq_len"]
+        return speed.describe_minutes(speed.training_minutes(tokens, config["size"]))
+
+    return estimate_fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,12 +220,23 @@ def _base_estimate(config: dict, run: Settings) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _sft_settings(run: Settings) -> dict:
-    return {**_filled(sft.SFTSettings, _table(run, "sft"), run.seed), "demonstrations_seed": run.seed}
+def _sft_settings_of(stage: str) -> Callable[[Settings], dict]:
+    def settings_fn(run: Settings) -> dict:
+        return {**_filled(sft.SFTSettings, _table(run, stage), run.seed), "demonstrations_seed": run.seed}
+
+    return settings_fn
 
 
-def _train_sft(config: dict, inputs: dict, out_dir: Path) -> dict:
-    base = inputs["base"]
+def _train_sft_from(base_stage: str) -> Callable[[dict, dict, Path], dict]:
+    """SFT's recipe, from the base model of ``base_stage`` (a stage it requires)."""
+
+    def train_fn(config: dict, inputs: dict, out_dir: Path) -> dict:
+        return _train_sft(inputs[base_stage], config, out_dir)
+
+    return train_fn
+
+
+def _train_sft(base: Artifact, config: dict, out_dir: Path) -> dict:
     model = load_causal_lm(base.path, device())
     demos = _data(config).demonstrations(seed=config["demonstrations_seed"])
     history = sft.train_sft(model, base.tokenizer, demos, _of(sft.SFTSettings, config))
@@ -307,10 +354,19 @@ def _ppo_metrics(history: dict) -> dict:
             "seconds": round(sum(sum(v) for k, v in history.items() if k.startswith("time_")), 1)}
 
 
-def _train_ppo(config: dict, inputs: dict, out_dir: Path) -> dict:
+def _train_ppo_from(sft_stage: str) -> Callable[[dict, dict, Path], dict]:
+    """PPO's recipe, from the SFT model of ``sft_stage`` (a stage it requires, with "rm")."""
+
+    def train_fn(config: dict, inputs: dict, out_dir: Path) -> dict:
+        return _train_ppo(inputs[sft_stage], inputs["rm"], config, out_dir)
+
+    return train_fn
+
+
+def _train_ppo(sft_model: Artifact, rm: Artifact, config: dict, out_dir: Path) -> dict:
     """The policy starts as a copy of the SFT model, which also stays frozen as the reference;
     the value model starts as a copy of the RM and is not kept after training."""
-    models = ppo.prepare_models(inputs["sft"], inputs["rm"])
+    models = ppo.prepare_models(sft_model, rm)
     ppo_config, prompts = ppo_config_and_prompts(config)
     ptx_batches = None
     if ppo_config.ptx_coef > 0:
@@ -339,33 +395,41 @@ def _ppo_estimate(config: dict, run: Settings) -> str:
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("tokenizer", settings_fn=_tokenizer_settings, train_fn=_train_tokenizer, load_fn=_load_tokenizer,
           version="3", estimate_fn=_tokenizer_estimate),
-    Stage("base", settings_fn=_base_settings("base"), train_fn=_train_base, load_fn=load_lm,
-          requires=("tokenizer",), version="2", estimate_fn=_base_estimate),
-    Stage("sft", settings_fn=_sft_settings, train_fn=_train_sft, load_fn=load_lm,
+    Stage("base", settings_fn=_base_settings("base"), train_fn=_train_base_of("base"), load_fn=load_lm,
+          requires=("tokenizer",), version="2", estimate_fn=_base_estimate_of("base")),
+    Stage("sft", settings_fn=_sft_settings_of("sft"), train_fn=_train_sft_from("base"), load_fn=load_lm,
           requires=("base",), version="4", estimate_fn=_sft_estimate),
     Stage("comparisons", settings_fn=_comparisons_settings("comparisons"), train_fn=_train_comparisons,
           load_fn=_no_model, requires=("sft",), version="5", estimate_fn=_comparisons_estimate),
     Stage("rm", settings_fn=_rm_settings("rm"), train_fn=_train_rm_on("comparisons"), load_fn=_load_rm,
           requires=("sft", "comparisons"), version="1", estimate_fn=_rm_estimate),
-    Stage("ppo", settings_fn=_ppo_settings("ppo"), train_fn=_train_ppo, load_fn=load_lm,
+    Stage("ppo", settings_fn=_ppo_settings("ppo"), train_fn=_train_ppo_from("sft"), load_fn=load_lm,
           requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
-    Stage("ppo_ptx", settings_fn=_ppo_settings("ppo_ptx"), train_fn=_train_ppo, load_fn=load_lm,
+    Stage("ppo_ptx", settings_fn=_ppo_settings("ppo_ptx"), train_fn=_train_ppo_from("sft"), load_fn=load_lm,
           requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
-    Stage("ppo_high_beta", settings_fn=_ppo_settings("ppo_high_beta"), train_fn=_train_ppo, load_fn=load_lm,
+    Stage("ppo_high_beta", settings_fn=_ppo_settings("ppo_high_beta"), train_fn=_train_ppo_from("sft"), load_fn=load_lm,
           requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
     # Notebook 07: PPO pushed past where the reward model can be trusted, and a second reward model
     # trained on another number of comparisons (profiles.py says how many, per profile).
-    Stage("ppo_no_kl", settings_fn=_ppo_settings("ppo_no_kl"), train_fn=_train_ppo, load_fn=load_lm,
+    Stage("ppo_no_kl", settings_fn=_ppo_settings("ppo_no_kl"), train_fn=_train_ppo_from("sft"), load_fn=load_lm,
           requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
-    Stage("ppo_low_beta_long", settings_fn=_ppo_settings("ppo_low_beta_long"), train_fn=_train_ppo,
+    Stage("ppo_low_beta_long", settings_fn=_ppo_settings("ppo_low_beta_long"), train_fn=_train_ppo_from("sft"),
           load_fn=load_lm, requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
     Stage("comparisons_scaled", settings_fn=_comparisons_settings("comparisons_scaled"),
           train_fn=_train_comparisons, load_fn=_no_model, requires=("sft",), version="5",
           estimate_fn=_comparisons_estimate),
     Stage("rm_scaled", settings_fn=_rm_settings("rm_scaled"), train_fn=_train_rm_on("comparisons_scaled"),
           load_fn=_load_rm, requires=("sft", "comparisons_scaled"), version="1", estimate_fn=_rm_estimate),
-    Stage("base_big", settings_fn=_base_settings("base_big"), train_fn=_train_base, load_fn=load_lm,
-          requires=("tokenizer",), version="3", estimate_fn=_base_estimate),
+    Stage("base_big", settings_fn=_base_settings("base_big"), train_fn=_train_base_of("base_big"), load_fn=load_lm,
+          requires=("tokenizer",), version="3", estimate_fn=_base_estimate_of("base_big")),
+    # Notebook 06's second model size: the same SFT and PPO recipes from the bigger base (the
+    # reward model stays the small one, as InstructGPT used one 6B reward model for every size).
+    Stage("sft_big", settings_fn=_sft_settings_of("sft_big"), train_fn=_train_sft_from("base_big"),
+          load_fn=load_lm, requires=("base_big",), version="4", estimate_fn=_sft_estimate),
+    Stage("ppo_big", settings_fn=_ppo_settings("ppo_big"), train_fn=_train_ppo_from("sft_big"), load_fn=load_lm,
+          requires=("sft_big", "rm"), version="1", estimate_fn=_ppo_estimate),
+    Stage("ppo_ptx_big", settings_fn=_ppo_settings("ppo_ptx_big"), train_fn=_train_ppo_from("sft_big"),
+          load_fn=load_lm, requires=("sft_big", "rm"), version="1", estimate_fn=_ppo_estimate),
 )}
 
 

@@ -107,6 +107,10 @@ _PPO_VARIANTS = {"ppo_ptx": ("ppo", {"ptx_coef": PTX_COEF}),
                  "ppo_no_kl": ("ppo", {"kl_coef": 0.0}),
                  "ppo_low_beta_long": ("ppo", {"kl_coef": LOW_BETA, "total_episodes": Scaled(2)})}
 
+# Notebook 06's second model size: SFT, PPO and PPO-ptx from the bigger base, with the small
+# model's settings.
+_BIG_VARIANTS = {"sft_big": ("sft", {}), "ppo_big": ("ppo", {}), "ppo_ptx_big": ("ppo", {"ptx_coef": PTX_COEF})}
+
 # Notebook 07's second reward model: the same recipe on another number of comparisons. The rm
 # variant changes nothing itself; its recipe reads the comparisons_scaled stage.
 _RM_VARIANTS = {"rm_scaled": ("rm", {})}
@@ -126,10 +130,11 @@ TINY = Profile(
     stages={
         "tokenizer": {"vocab_size": 2048, "model_max_length": 256, "n_docs": None},
         "base": {"size": "tiny", **_PRETRAIN},
-        # The big model (5.4x the parameters) is several times slower per token, so it trains on
-        # the same corpus for a third as many steps, to keep notebook 06 within the course's time
-        # budget; a wider model wants a smaller step.
-        "base_big": {"size": "big", **_PRETRAIN, "steps": 800, "eval_every": 100, "lr": 2e-3},
+        # The big model (5.4x the parameters) reads the same text as the small one; a wider model
+        # wants a smaller step. It is several times slower per token, so the course ships its
+        # weights (data/tiny/base_big/, see helpers/shipped_weights.py) and trains it only when
+        # they do not fit the student's tokenizer.
+        "base_big": {"size": "big", **_PRETRAIN, "lr": 2e-3},
         "sft": {"epochs": 6, "learning_rate": 2e-3, "batch_size": 32, "max_length": 128,
                 "n_demonstrations": None, "eval_prompts_per_epoch": 120},
         "comparisons": {"n_prompts": 1500, "heldout_prompts": 300, "k": K, "temperature": 1.0,
@@ -150,7 +155,7 @@ TINY = Profile(
     },
     # The Instruction World's rm split has prompts enough for twice the comparisons: a stronger
     # reward model.
-    variants={**_PPO_VARIANTS, **_RM_VARIANTS, "comparisons_scaled": ("comparisons", {"n_prompts": Scaled(2)})},
+    variants={**_PPO_VARIANTS, **_RM_VARIANTS, **_BIG_VARIANTS, "comparisons_scaled": ("comparisons", {"n_prompts": Scaled(2)})},
 )
 
 GPU = Profile(
@@ -178,7 +183,7 @@ GPU = Profile(
     # no_robots' share for rankings (a quarter of its 9,500 training conversations) holds fewer
     # prompts than twice the comparisons stage's 1,800 need: the second reward model learns from
     # half as many, a weaker one.
-    variants={**_PPO_VARIANTS, **_RM_VARIANTS, "comparisons_scaled": ("comparisons", {"n_prompts": Scaled(0.5)})},
+    variants={**_PPO_VARIANTS, **_RM_VARIANTS, **_BIG_VARIANTS, "comparisons_scaled": ("comparisons", {"n_prompts": Scaled(0.5)})},
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (TINY, GPU)}
