@@ -459,6 +459,12 @@ def load_or_train(stage: str, **overrides) -> Artifact:
     return stages.load_or_train(STAGES, stage, **overrides)
 
 
+def is_trained(stage: str) -> bool:
+    """Whether ``load_or_train(stage)`` would only load: the stage and all it needs are in the
+    cache with the current settings (see ``stages.is_current``)."""
+    return stages.is_current(STAGES, stage)
+
+
 def keep_trained(stage: str, save_fn: Callable[[Path], dict | None], settings: dict) -> bool:
     """Keep a model trained outside ``load_or_train`` as the artifact of ``stage`` (see
     ``stages.keep_trained``); True when it was stored."""

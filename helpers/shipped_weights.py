@@ -139,24 +139,25 @@ def export(stage: str, artifact: Path, out: Path, command: str) -> dict:
     return manifest
 
 
+def verify_folder(where: Path) -> list[str]:
+    """Problems with the shipped weights in ``where`` (manifest, checksums, loading); empty when none."""
+    manifest = _read_manifest(where)
+    if manifest is None:
+        return [f"{where}: no readable {MANIFEST}"]
+    problem = checksum_problem(where, manifest)
+    if problem:
+        return [problem]
+    try:
+        load(where, torch.device("cpu"))
+    except Exception as err:  # noqa: BLE001 - report any failure to load
+        return [f"{where} does not load: {type(err).__name__}: {err}"]
+    return []
+
+
 def verify(profile: str = "tiny") -> list[str]:
-    """Problems with the shipped weights of ``profile`` (checksums, loading); empty when none."""
+    """Problems with every shipped model of ``profile``; empty when none."""
     root = config.settings().data_dir / profile / "shipped"
-    problems = []
-    for where in sorted(root.iterdir()) if root.is_dir() else []:
-        manifest = _read_manifest(where)
-        if manifest is None:
-            problems.append(f"{where}: no readable {MANIFEST}")
-            continue
-        problem = checksum_problem(where, manifest)
-        if problem:
-            problems.append(problem)
-            continue
-        try:
-            load(where, torch.device("cpu"))
-        except Exception as err:  # noqa: BLE001 - report any failure to load
-            problems.append(f"{where} does not load: {type(err).__name__}: {err}")
-    return problems
+    return [problem for where in (sorted(root.iterdir()) if root.is_dir() else []) for problem in verify_folder(where)]
 
 
 def rebuild(stage: str) -> dict:

@@ -467,6 +467,21 @@ def _why_stale(target: Path, config: dict) -> str | None:
     return None
 
 
+def is_current(registry: Mapping[str, Stage], stage: str) -> bool:
+    """Whether ``load_or_train(registry, stage)`` would load ``stage`` (with the current settings)
+    without training anything: it and every stage it needs are in the cache, up to date. A
+    notebook asks this to show an optional model only once it has been trained."""
+    spec = stage_of(registry, stage)
+    run = current_settings()
+    inputs = {}
+    for name in spec.requires:
+        if not is_current(registry, name):
+            return False
+        inputs[name] = Artifact(name, run.stage_dir(name), read_info(run.stage_dir(name)))
+    target = run.stage_dir(stage)
+    return target.exists() and _why_stale(target, wanted_settings(spec, run, inputs, {})) is None
+
+
 def _pull_prepared(stage: str, config: dict, target: Path, reason: str | None) -> bool:
     """Download ``stage`` from the prepared artifacts (``COURSE_PREPARED_ARTIFACTS``) into
     ``target`` instead of training it, if a copy made with ``config`` is there: True when done."""

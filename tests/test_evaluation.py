@@ -125,3 +125,38 @@ def test_best_of_n_curve_rows_by_hand():
     assert rows[0]["low"] <= rows[0]["win"] <= rows[0]["high"]
     by_gold = ev.best_of_n_curve(gold, gold, baseline, ns=(4,))
     assert by_gold[0]["gold"] == pytest.approx(0.95) and by_gold[0]["win"] == 1.0
+
+
+def _example(family: str, prompt: str, response: str) -> Example:
+    return Example(prompt, response, family, {})
+
+
+def test_few_shot_prefix_never_shows_the_questions_own_family_and_is_fixed():
+    from helpers import course_data
+
+    prefixes = ev.few_shot_prefixes(course_data.prompts("sft"), n_shots=3)
+    first = {s.family for s in prefixes.first}
+    second = {s.family for s in prefixes.second}
+    assert len(first) == len(second) == 3 and not first & second  # two disjoint sets of families
+    assert not (first | second) & set(ev.NOT_SHOTS)  # no refusal or "I don't know" shots
+    prompts_seen = set()
+    for example in course_data.prompts("eval"):
+        shots = prefixes.shots_for(example.family)
+        assert example.family not in {s.family for s in shots}
+        text = prefixes.prompt(example)
+        assert text.endswith(f"Question: {example.prompt}\nAnswer:")
+        prompts_seen.add(text[: -len(f"Question: {example.prompt}\nAnswer:")])
+    # one prefix for every prompt, except the other one for the prefix's own families
+    assert len(prompts_seen) == 2
+
+
+def test_few_shot_prefixes_take_each_familys_shortest_example_and_alternate():
+    pool = [_example("a", "aaaa", "1"), _example("a", "a", "1"), _example("b", "bb", "2"),
+            _example("c", "ccc", "3"), _example("d", "dddd", "4"), _example("harmful", "h", "Sorry")]
+    prefixes = ev.few_shot_prefixes(pool, n_shots=2)
+    # shortest per family: a (2 chars), b (3), c (4), d (5); the refusal family is left out
+    assert [s.prompt for s in prefixes.first] == ["a", "ccc"]
+    assert [s.prompt for s in prefixes.second] == ["bb", "dddd"]
+    assert prefixes.shots_for("c") == prefixes.second and prefixes.shots_for("e") == prefixes.first
+    with pytest.raises(ValueError, match="need 6 task families"):
+        ev.few_shot_prefixes(pool, n_shots=3)
