@@ -203,3 +203,16 @@ def test_keep_trained_stores_a_model_trained_elsewhere(capsys, built):
         assert load_or_train("toy", answer=5).model == 5 and trained["n"] == 1
     finally:
         pipeline.STAGES.pop("toy", None)
+
+
+def test_is_trained_says_whether_load_or_train_would_only_load(capsys, built):
+    assert pipeline.is_trained("base")  # the prebuilt copy, up to date
+    assert not pipeline.is_trained("sft")
+    load_or_train("sft")
+    assert pipeline.is_trained("sft")
+    capsys.readouterr()
+    assert pipeline.is_trained("sft")
+    assert "training" not in capsys.readouterr().out  # asking trains nothing
+    # A prerequisite rebuilt with other settings makes the stage out of date too.
+    load_or_train("base", steps=3)
+    assert not pipeline.is_trained("base") and not pipeline.is_trained("sft")
