@@ -53,7 +53,7 @@ def test_every_stage_trains_from_hub_models_and_data(gpu_env):
         from helpers import hub_data
         from helpers.pipeline import load_or_train
         out = {}
-        for stage in ("tokenizer", "base", "sft", "comparisons", "rm", "ppo", "ppo_ptx", "base_big"):
+        for stage in ("tokenizer", "base", "sft", "comparisons", "rm", "ppo", "ppo_ptx", "base_big", "sft_big"):
             artifact = load_or_train(stage)
             dtype = str(next(artifact.model.parameters()).dtype) if artifact.model is not None else None
             out[stage] = {"metrics": artifact.info["metrics"], "dtype": dtype}
@@ -63,7 +63,7 @@ def test_every_stage_trains_from_hub_models_and_data(gpu_env):
         out["ranked_hub_prompts"] = all(r.prompt in rm_prompts for r in train + held)
         print("RESULT " + json.dumps(out))
     """, gpu_env)
-    for stage in ("base", "sft", "rm", "ppo", "ppo_ptx", "base_big"):
+    for stage in ("base", "sft", "rm", "ppo", "ppo_ptx", "base_big", "sft_big"):
         assert result[stage]["dtype"] == "torch.float32", (stage, result[stage])  # never the checkpoint's bf16
     assert 0 < result["base"]["metrics"]["heldout_loss"] < 20  # measured on the held-out web text
     assert result["ranked_hub_prompts"]  # the rankings are of no_robots prompts, not the world's
