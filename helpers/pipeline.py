@@ -246,8 +246,13 @@ def _train_sft(base: Artifact, config: dict, out_dir: Path) -> dict:
             "seconds": round(history.seconds, 1)}
 
 
-def _sft_estimate(config: dict, run: Settings) -> str:
-    return FAST_ESTIMATE if run.fast else _minutes("sft_epoch", config["epochs"], f"{config['epochs']} epochs", run)
+def _sft_estimate_of(unit: str) -> Callable[[dict, Settings], str]:
+    """``unit``: the speed reference of one epoch at this model size (``speed.REFERENCE_SECONDS``)."""
+
+    def estimate_fn(config: dict, run: Settings) -> str:
+        return FAST_ESTIMATE if run.fast else _minutes(unit, config["epochs"], f"{config['epochs']} epochs", run)
+
+    return estimate_fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,11 +384,16 @@ def _train_ppo(sft_model: Artifact, rm: Artifact, config: dict, out_dir: Path) -
     return _ppo_metrics(history)
 
 
-def _ppo_estimate(config: dict, run: Settings) -> str:
-    if run.fast:
-        return FAST_ESTIMATE
-    unit = "ppo_ptx_episode" if config["ptx_coef"] > 0 else "ppo_episode"
-    return _minutes(unit, config["total_episodes"], f"{config['total_episodes']} episodes", run)
+def _ppo_estimate_of(size: str = "") -> Callable[[dict, Settings], str]:
+    """``size``: "" for the small policy, "_big" for the bigger one (its own speed references)."""
+
+    def estimate_fn(config: dict, run: Settings) -> str:
+        if run.fast:
+            return FAST_ESTIMATE
+        unit = f"ppo{'_ptx' if config['ptx_coef'] > 0 else ''}{size}_episode"
+        return _minutes(unit, config["total_episodes"], f"{config['total_episodes']} episodes", run)
+
+    return estimate_fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -398,23 +408,23 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("base", settings_fn=_base_settings("base"), train_fn=_train_base_of("base"), load_fn=load_lm,
           requires=("tokenizer",), version="2", estimate_fn=_base_estimate_of("base")),
     Stage("sft", settings_fn=_sft_settings_of("sft"), train_fn=_train_sft_from("base"), load_fn=load_lm,
-          requires=("base",), version="4", estimate_fn=_sft_estimate),
+          requires=("base",), version="4", estimate_fn=_sft_estimate_of("sft_epoch")),
     Stage("comparisons", settings_fn=_comparisons_settings("comparisons"), train_fn=_train_comparisons,
           load_fn=_no_model, requires=("sft",), version="5", estimate_fn=_comparisons_estimate),
     Stage("rm", settings_fn=_rm_settings("rm"), train_fn=_train_rm_on("comparisons"), load_fn=_load_rm,
           requires=("sft", "comparisons"), version="1", estimate_fn=_rm_estimate),
     Stage("ppo", settings_fn=_ppo_settings("ppo"), train_fn=_train_ppo_from("sft"), load_fn=load_lm,
-          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate_of()),
     Stage("ppo_ptx", settings_fn=_ppo_settings("ppo_ptx"), train_fn=_train_ppo_from("sft"), load_fn=load_lm,
-          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate_of()),
     Stage("ppo_high_beta", settings_fn=_ppo_settings("ppo_high_beta"), train_fn=_train_ppo_from("sft"), load_fn=load_lm,
-          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate_of()),
     # Notebook 07: PPO pushed past where the reward model can be trusted, and a second reward model
     # trained on another number of comparisons (profiles.py says how many, per profile).
     Stage("ppo_no_kl", settings_fn=_ppo_settings("ppo_no_kl"), train_fn=_train_ppo_from("sft"), load_fn=load_lm,
-          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+          requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate_of()),
     Stage("ppo_low_beta_long", settings_fn=_ppo_settings("ppo_low_beta_long"), train_fn=_train_ppo_from("sft"),
-          load_fn=load_lm, requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate),
+          load_fn=load_lm, requires=("sft", "rm"), version="1", estimate_fn=_ppo_estimate_of()),
     Stage("comparisons_scaled", settings_fn=_comparisons_settings("comparisons_scaled"),
           train_fn=_train_comparisons, load_fn=_no_model, requires=("sft",), version="5",
           estimate_fn=_comparisons_estimate),
@@ -425,11 +435,11 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     # Notebook 06's second model size: the same SFT and PPO recipes from the bigger base (the
     # reward model stays the small one, as InstructGPT used one 6B reward model for every size).
     Stage("sft_big", settings_fn=_sft_settings_of("sft_big"), train_fn=_train_sft_from("base_big"),
-          load_fn=load_lm, requires=("base_big",), version="4", estimate_fn=_sft_estimate),
+          load_fn=load_lm, requires=("base_big",), version="4", estimate_fn=_sft_estimate_of("sft_big_epoch")),
     Stage("ppo_big", settings_fn=_ppo_settings("ppo_big"), train_fn=_train_ppo_from("sft_big"), load_fn=load_lm,
-          requires=("sft_big", "rm"), version="1", estimate_fn=_ppo_estimate),
+          requires=("sft_big", "rm"), version="1", estimate_fn=_ppo_estimate_of("_big")),
     Stage("ppo_ptx_big", settings_fn=_ppo_settings("ppo_ptx_big"), train_fn=_train_ppo_from("sft_big"),
-          load_fn=load_lm, requires=("sft_big", "rm"), version="1", estimate_fn=_ppo_estimate),
+          load_fn=load_lm, requires=("sft_big", "rm"), version="1", estimate_fn=_ppo_estimate_of("_big")),
 )}
 
 
