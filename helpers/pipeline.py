@@ -495,3 +495,9 @@ def keep_ppo(policy, tokenizer, history: dict, config: ppo.PPOConfig) -> bool:
         return _ppo_metrics(history)
 
     return keep_trained("ppo", save, {**settings("ppo"), **asdict(config)})
+
+
+def is_cached(stage: str) -> bool:
+    """Whether ``load_or_train(stage)`` would load the stage rather than train it (its
+    prerequisites are loaded, or trained, to tell)."""
+    return stages.is_cached(STAGES, stage)

@@ -632,3 +632,13 @@ def _keep(spec: Stage, config: dict, inputs: dict[str, Artifact], target: Path,
         print(f"not kept as {spec.name}: {err}")
         return False
     return True
+
+
+def is_cached(registry: Mapping[str, Stage], stage: str) -> bool:
+    """Whether ``load_or_train(registry, stage)`` would load ``stage`` rather than train it: its
+    folder holds an artifact made with the current settings. Its prerequisites are loaded (or
+    trained) to know those settings."""
+    spec = stage_of(registry, stage)
+    run = current_settings()
+    inputs = {name: load_or_train(registry, name) for name in spec.requires}
+    return _is_current(run.stage_dir(stage), wanted_settings(spec, run, inputs, {}))
