@@ -1,8 +1,8 @@
 """The course's pipeline: every stage, in order, and how each one is made.
 
     tokenizer -> base -> sft -> comparisons -> rm -> ppo, ppo_ptx, ppo_high_beta, ppo_no_kl, ppo_low_beta_long
-                                                   -> grpo (notebook 08: GRPO against the reward model)
-                                    comparisons -> dpo, dpo_beta_low, dpo_beta_high (notebook 08, from sft)
+                                                  -> grpo (notebook 08: GRPO against the reward model)
+                                            -> dpo, dpo_beta_low, dpo_beta_high (notebook 08: DPO on the rankings)
                              -> grpo_gold (notebook 08: GRPO against the gold labeler, no reward model)
                              -> comparisons_scaled -> rm_scaled (notebook 07's second reward model)
               -> base_big (the bigger base model that notebook 06 compares with)
