@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers import course_data, evaluation, footprint, frontier, pipeline  # noqa: E402
+from helpers import course_data, evaluation, footprint, frontier, pipeline, speed  # noqa: E402
 from helpers.config import settings  # noqa: E402
 from helpers.pipeline import load_or_train  # noqa: E402
 
@@ -124,6 +124,7 @@ def main() -> None:
                         help="every stride-th evaluation prompt (default: all; every 10th in fast mode)")
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one memory probe
     args = parser.parse_args()
+    speed.apply(quiet=True)  # the course's thread count (COURSE_THREADS, or the one measured fastest here)
     if args.probe:
         print("PROBE " + json.dumps(_probe(args.probe)))
         return
@@ -160,17 +161,14 @@ def main() -> None:
           f"{args.samples} answers each per policy; best-of-n from a pool of {args.best_of}")
     header = f"{'method':<22} {'gold':>6} {'KL':>6}  {'win over SFT [95% CI]':<22} {'seconds':>8} {'peak MB':>8}"
     print(header + "\n" + "-" * len(header))
-    shown_memory = set()
     for name, gold, kl, win, seconds, method in rows:
         win_text = "-" if win is None else f"{win[0]:.1%} [{win[1]:.1%}, {win[2]:.1%}]"
         seconds_text = "-" if seconds is None else f"{seconds:.0f}"
-        peak = memory.get(method) if method not in shown_memory else None
-        if peak is not None:
-            shown_memory.add(method)
+        peak = memory.get(method)  # one probe per method: the same for every row of it
         print(f"{name:<22} {gold:>6.3f} {kl:>6.2f}  {win_text:<22} {seconds_text:>8} "
               f"{'-' if peak is None else f'{peak:.0f}':>8}")
     print("\nseconds: training, as recorded by each stage (best-of-n: sampling and scoring its pool once);"
-          "\npeak MB: memory a short run added to a fresh process (RSS; on a GPU, tensor memory), once per method.")
+          "\npeak MB: memory a short run of the method added to a fresh process (RSS; on a GPU, tensor memory).")
 
 
 if __name__ == "__main__":
