@@ -53,32 +53,50 @@ def _right_padded(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows])
 
 
-def sequence_logprobs(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64,
-                      max_length: int | None = None) -> torch.Tensor:
-    """log pi(response | prompt) of each pair: the sum of the answer tokens' log-probabilities, (N,).
+def conversation_logprobs(model, tokenizer, prompts: list[str], responses: list[str],
+                          max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every token's log-probability in each conversation, and which tokens are the answer's:
+    (token_logprobs, answer_mask), both (N, T - 1), right-padded, one batch.
 
     The conversation is rendered as SFT renders it (``sft.build_sft_example``), and its
     assistant mask picks the tokens that count: the answer and the EOS that ends it (stopping is
     part of the answer), not the user turn or the "<|assistant|>" marker (given, not generated),
-    and not padding. Position t's logits predict token t + 1, so the log-prob of token t + 1 is
-    read at position t. ``max_length`` cuts each conversation to its first tokens, as the
-    trainer does. Gradients flow; wrap the call in ``torch.no_grad()`` to only evaluate.
+    and not padding. Position t's logits predict token t + 1, so column t holds the log-prob of
+    token t + 1; padding columns hold 0. ``max_length`` cuts each conversation to its first
+    tokens, as the trainer does. Gradients flow.
     """
     model_device = next(model.parameters()).device
+    examples = [build_sft_example(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    if max_length is not None:
+        examples = [{k: v[:max_length] for k, v in e.items()} for e in examples]
+    # Right padding: every row starts at position 0, so the default position ids are right.
+    input_ids = _right_padded([e["input_ids"] for e in examples], tokenizer.pad_token_id).to(model_device)
+    attention = _right_padded([[1] * len(e["input_ids"]) for e in examples], 0).to(model_device)
+    counted = _right_padded([e["assistant_mask"] for e in examples], 0).to(model_device)
+    logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+    token_logprobs = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    token_logprobs = token_logprobs * attention[:, 1:]  # padding: 0, whatever the model says there
+    return token_logprobs, counted[:, 1:]
+
+
+def sequence_logprobs(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64,
+                      max_length: int | None = None) -> torch.Tensor:
+    """log pi(response | prompt) of each pair: the sum of the answer tokens' log-probabilities, (N,),
+    in batches of ``batch_size`` (``conversation_logprobs`` says which tokens count). Gradients
+    flow; wrap the call in ``torch.no_grad()`` to only evaluate.
+    """
     out = []
     for start in range(0, len(prompts), batch_size):
-        examples = [build_sft_example(tokenizer, p, r)
-                    for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size])]
-        if max_length is not None:
-            examples = [{k: v[:max_length] for k, v in e.items()} for e in examples]
-        # Right padding: every row starts at position 0, so the default position ids are right.
-        input_ids = _right_padded([e["input_ids"] for e in examples], tokenizer.pad_token_id).to(model_device)
-        attention = _right_padded([[1] * len(e["input_ids"]) for e in examples], 0).to(model_device)
-        counted = _right_padded([e["assistant_mask"] for e in examples], 0).to(model_device)
-        logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
-        token_logprobs = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-        out.append((token_logprobs * counted[:, 1:]).sum(-1))
+        out.append(answer_logprobs(*conversation_logprobs(model, tokenizer, prompts[start:start + batch_size],
+                                                          responses[start:start + batch_size], max_length)))
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def answer_logprobs(token_logprobs: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+    """log pi(answer | prompt) of each row: the sum of its tokens' log-probabilities where
+    ``answer_mask`` is 1 (the answer and its EOS), (N, T) -> (N,). The prompt's tokens and the
+    padding are left out whatever their values (a padding position may hold any number)."""
+    return torch.where(answer_mask.bool(), token_logprobs, torch.zeros_like(token_logprobs)).sum(-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,6 +125,23 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     rejected_rewards = beta * (policy_rejected - ref_rejected)
     loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
     return loss, chosen_rewards.detach(), rejected_rewards.detach()
+
+
+def dpo_loss_from_token_logprobs(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+                                 ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, chosen_mask: torch.Tensor,
+                                 rejected_mask: torch.Tensor, beta: float):
+    """``dpo_loss`` from token log-probabilities: (loss, chosen_rewards, rejected_rewards).
+
+    Every tensor but beta is (N, T): position t of row i holds the log-probability of token t of
+    conversation i (prompt, then answer, then padding) given the tokens before it, under the
+    policy or the reference; the masks are 1 on the answer's tokens (and its EOS) only. Each
+    answer's log-probability is the sum over its own tokens (``answer_logprobs``); the rest is
+    ``dpo_loss``. Summing over the prompt too would leave the loss unchanged (the prompt's
+    log-ratio is the same in both answers of a pair and cancels) but shift every implicit
+    reward by the prompt's log-ratio.
+    """
+    return dpo_loss(answer_logprobs(policy_chosen, chosen_mask), answer_logprobs(policy_rejected, rejected_mask),
+                    answer_logprobs(ref_chosen, chosen_mask), answer_logprobs(ref_rejected, rejected_mask), beta)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """The course's pipeline: every stage, in order, and how each one is made.
 
     tokenizer -> base -> sft -> comparisons -> rm -> ppo, ppo_ptx, ppo_high_beta, ppo_no_kl, ppo_low_beta_long
+                                                  -> grpo (notebook 08: GRPO against the reward model)
+                                            -> dpo, dpo_beta_low, dpo_beta_high (notebook 08: DPO on the rankings)
+                             -> grpo_gold (notebook 08: GRPO against the gold labeler, no reward model)
                              -> comparisons_scaled -> rm_scaled (notebook 07's second reward model)
               -> base_big -> sft_big -> ppo_big, ppo_ptx_big (notebook 06's bigger model size;
                                           their PPO uses the small reward model "rm")
@@ -13,7 +16,7 @@ ran.
 
 Each stage below is a short recipe: its settings (from the profile's table), a function that
 trains it by calling its algorithm module (``pretrain``, ``sft``, ``comparisons``, ``reward``,
-``ppo``) and saves the result into a folder, a function that loads that folder, and an estimate
+``ppo``, ``dpo``, ``grpo``) and saves the result into a folder, a function that loads that folder, and an estimate
 of how long training takes. The algorithm modules know nothing of the cache.
 """
 
@@ -29,6 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from helpers import (comparisons, course_data, hub, labelers, ppo, profiles, reward, sft, shipped_weights, speed,
                      stages, world)
+from helpers import dpo, footprint, grpo
 from helpers import tokenizer as tk
 from helpers.config import Settings, device, settings as current_settings
 from helpers.models import (build_causal_lm, count_parameters, describe_size, load_causal_lm, load_reward_model,
@@ -397,6 +401,74 @@ def _ppo_estimate_of(size: str = "") -> Callable[[dict, Settings], str]:
 
 
 # --------------------------------------------------------------------------------------------
+# dpo, dpo_beta_low, dpo_beta_high: the policy trained on the comparisons directly (no reward
+# model); grpo, grpo_gold: the policy trained by GRPO against the reward model, or the gold labeler
+# --------------------------------------------------------------------------------------------
+
+
+def _dpo_settings(stage: str) -> Callable[[Settings], dict]:
+    def settings_fn(run: Settings) -> dict:
+        return _filled(dpo.DPOSettings, _table(run, stage), run.seed)
+
+    return settings_fn
+
+
+def _train_dpo(config: dict, inputs: dict, out_dir: Path) -> dict:
+    """From the SFT model, on the very rankings the reward model learned from (all their pairs),
+    with the SFT model as the frozen reference. Time and memory are measured around training."""
+    train, held = comparisons.load_comparisons(inputs["comparisons"])
+    with footprint.Footprint() as run:
+        model, metrics, history = dpo.train_dpo(inputs["sft"].path, inputs["sft"].tokenizer, train, held,
+                                                _of(dpo.DPOSettings, config))
+    save_model(out_dir, model, inputs["sft"].tokenizer, history.as_dict())
+    return {**metrics, **run.as_metrics()}
+
+
+def _dpo_estimate(config: dict, run: Settings) -> str:
+    if run.fast:
+        return FAST_ESTIMATE
+    pairs = config["epochs"] * (config["n_rankings"] or profiles.stage_settings(run.profile, False, "comparisons")
+                                ["n_prompts"]) * profiles.K * (profiles.K - 1) // 2
+    return _minutes("dpo_pair", pairs, f"{config['epochs']} epoch of about {pairs:,} pairs", run)
+
+
+def _grpo_settings(stage: str) -> Callable[[Settings], dict]:
+    def settings_fn(run: Settings) -> dict:
+        table = _table(run, stage)
+        return {**_filled(grpo.GRPOSettings, table, run.seed), "reward": table["reward"], "prompt_seed": run.seed}
+
+    return settings_fn
+
+
+def _train_grpo(config: dict, inputs: dict, out_dir: Path) -> dict:
+    """From the SFT model, on prompts of PPO's split, rewarded by the reward model ("rm", the gold
+    score only watched) or by the gold labeler itself ("gold")."""
+    sft_artifact, tokenizer = inputs["sft"], inputs["sft"].tokenizer
+    settings = _of(grpo.GRPOSettings, config)
+    examples = _data(config).prompts("ppo", seed=config["prompt_seed"], n=settings.total_prompts)
+    if config["reward"] == "rm":
+        reward_fn, gold_fn = grpo.rm_reward(inputs["rm"].model, tokenizer), grpo.gold_reward
+    else:
+        reward_fn, gold_fn = grpo.gold_reward, None
+    with footprint.Footprint() as run:
+        model, history = grpo.train_grpo(sft_artifact.path, tokenizer, examples, reward_fn, settings,
+                                         progress=True, gold_fn=gold_fn)
+    save_model(out_dir, model, tokenizer, history.as_dict())
+    last = max(1, len(history.reward) // 10)  # the last tenth of the run
+    gold = history.gold if history.gold else history.reward
+    return {"reward_start": history.reward[0], "reward_end": sum(history.reward[-last:]) / last,
+            "gold_start": gold[0], "gold_end": sum(gold[-last:]) / last,
+            "kl_end": sum(history.kl[-last:]) / last, "steps": len(history.step), **run.as_metrics()}
+
+
+def _grpo_estimate(config: dict, run: Settings) -> str:
+    if run.fast:
+        return FAST_ESTIMATE
+    answers = config["total_prompts"] * config["group_size"]
+    return _minutes("grpo_answer", answers, f"{answers:,} answers in groups of {config['group_size']}", run)
+
+
+# --------------------------------------------------------------------------------------------
 # The pipeline, in order
 # --------------------------------------------------------------------------------------------
 
@@ -430,6 +502,18 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           estimate_fn=_comparisons_estimate),
     Stage("rm_scaled", settings_fn=_rm_settings("rm_scaled"), train_fn=_train_rm_on("comparisons_scaled"),
           load_fn=_load_rm, requires=("sft", "comparisons_scaled"), version="1", estimate_fn=_rm_estimate),
+    # Notebook 08: beyond PPO, on the same data. DPO learns from the comparisons themselves (three
+    # values of beta); GRPO samples groups of answers and needs no value model.
+    Stage("dpo", settings_fn=_dpo_settings("dpo"), train_fn=_train_dpo, load_fn=load_lm,
+          requires=("sft", "comparisons"), version="1", estimate_fn=_dpo_estimate),
+    Stage("dpo_beta_low", settings_fn=_dpo_settings("dpo_beta_low"), train_fn=_train_dpo, load_fn=load_lm,
+          requires=("sft", "comparisons"), version="1", estimate_fn=_dpo_estimate),
+    Stage("dpo_beta_high", settings_fn=_dpo_settings("dpo_beta_high"), train_fn=_train_dpo, load_fn=load_lm,
+          requires=("sft", "comparisons"), version="1", estimate_fn=_dpo_estimate),
+    Stage("grpo", settings_fn=_grpo_settings("grpo"), train_fn=_train_grpo, load_fn=load_lm,
+          requires=("sft", "rm"), version="1", estimate_fn=_grpo_estimate),
+    Stage("grpo_gold", settings_fn=_grpo_settings("grpo_gold"), train_fn=_train_grpo, load_fn=load_lm,
+          requires=("sft",), version="1", estimate_fn=_grpo_estimate),
     Stage("base_big", settings_fn=_base_settings("base_big"), train_fn=_train_base_of("base_big"), load_fn=load_lm,
           requires=("tokenizer",), version="3", estimate_fn=_base_estimate_of("base_big")),
     # Notebook 06's second model size: the same SFT and PPO recipes from the bigger base (the

@@ -6,7 +6,8 @@
 
 Each table below sets, per stage, the settings that make the profile what it is (how long, how
 big, how fast it learns). Everything else takes the defaults of the stage's settings class
-(``PretrainConfig``, ``SFTSettings``, ``RMSettings``, ``PPOConfig``), where each one is
+(``PretrainConfig``, ``SFTSettings``, ``RMSettings``, ``PPOConfig``, ``DPOSettings``,
+``GRPOSettings``), where each one is
 explained. Fast mode (``COURSE_FAST=1``) is a smoke run of the same pipeline: it changes only
 the sizes, listed in each profile's ``fast`` table, so a notebook runs top to bottom in seconds.
 
@@ -115,6 +116,14 @@ _BIG_VARIANTS = {"sft_big": ("sft", {}), "ppo_big": ("ppo", {}), "ppo_ptx_big": 
 # variant changes nothing itself; its recipe reads the comparisons_scaled stage.
 _RM_VARIANTS = {"rm_scaled": ("rm", {})}
 
+# Notebook 08: DPO's beta swept around the course's 0.1 (the DPO paper's range is 0.1 to 0.5), and
+# GRPO against the gold labeler itself, the ceiling of what a policy could learn from a perfect
+# judge in the same budget.
+DPO_BETA_LOW, DPO_BETA_HIGH = 0.03, 0.5
+_BEYOND_PPO_VARIANTS = {"dpo_beta_low": ("dpo", {"beta": DPO_BETA_LOW}),
+                        "dpo_beta_high": ("dpo", {"beta": DPO_BETA_HIGH}),
+                        "grpo_gold": ("grpo", {"reward": "gold"})}
+
 # Fast mode of the stages both profiles train the same way: a few dozen examples each.
 _FAST_TRAINING = {
     "sft": {"epochs": 1, "n_demonstrations": 96, "batch_size": 16, "eval_prompts_per_epoch": 12},
@@ -123,6 +132,9 @@ _FAST_TRAINING = {
     "ppo": {"total_episodes": 16, "batch_size": 8, "minibatch_size": 4, "ppo_epochs": 2,
             "max_new_tokens": 16, "reward_norm_prompts": 8, "n_prompts": 64, "ptx_seq_len": 64,
             "ptx_docs": 300},
+    # Notebook 08: DPO on the fast comparisons, GRPO for four steps of two groups of four.
+    "dpo": {"n_rankings": 24, "batch_size": 16},
+    "grpo": {"total_prompts": 8, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 16},
 }
 
 TINY = Profile(
@@ -144,6 +156,11 @@ TINY = Profile(
         "ppo": {"total_episodes": 3072, "batch_size": 64, "minibatch_size": 16, "ppo_epochs": 4,
                 "max_new_tokens": 40, "learning_rate": 3e-5, "value_learning_rate": 1e-4,
                 "reward_norm_prompts": 128, "n_prompts": None, "ptx_seq_len": 128, "ptx_docs": None},
+        # Notebook 08. DPO: one pass over every pair of the comparisons stage's rankings. GRPO:
+        # about as many answers as PPO's run (3,072 episodes), in groups of 8.
+        "dpo": {"beta": 0.1, "learning_rate": 5e-4, "epochs": 1, "batch_size": 32, "max_length": 160},
+        "grpo": {"reward": "rm", "total_prompts": 384, "prompts_per_step": 8, "group_size": 8,
+                 "max_new_tokens": 40, "learning_rate": 3e-5, "beta": 0.04},
     },
     fast={
         **_FAST_TRAINING,
@@ -155,7 +172,8 @@ TINY = Profile(
     },
     # The Instruction World's rm split has prompts enough for twice the comparisons: a stronger
     # reward model.
-    variants={**_PPO_VARIANTS, **_RM_VARIANTS, **_BIG_VARIANTS, "comparisons_scaled": ("comparisons", {"n_prompts": Scaled(2)})},
+    variants={**_PPO_VARIANTS, **_RM_VARIANTS, **_BIG_VARIANTS, "comparisons_scaled": ("comparisons", {"n_prompts": Scaled(2)}),
+              **_BEYOND_PPO_VARIANTS},
 )
 
 GPU = Profile(
@@ -178,12 +196,17 @@ GPU = Profile(
         # Smaller steps, longer answers and more episodes for a pretrained model.
         "ppo": {**TINY.stages["ppo"], "total_episodes": 8192, "max_new_tokens": 64,
                 "learning_rate": 1e-6, "value_learning_rate": 1e-5},
+        # Notebook 08: a pretrained model's learning rates, answers as long as PPO's, and pairs
+        # as long as the reward model's.
+        "dpo": {**TINY.stages["dpo"], "learning_rate": 1e-6, "batch_size": 16, "max_length": 512},
+        "grpo": {**TINY.stages["grpo"], "learning_rate": 1e-6, "max_new_tokens": 64},
     },
     fast={**_FAST_TRAINING, "base": {"heldout_docs": 8}, "base_big": {"heldout_docs": 8}},
     # no_robots' share for rankings (a quarter of its 9,500 training conversations) holds fewer
     # prompts than twice the comparisons stage's 1,800 need: the second reward model learns from
     # half as many, a weaker one.
-    variants={**_PPO_VARIANTS, **_RM_VARIANTS, **_BIG_VARIANTS, "comparisons_scaled": ("comparisons", {"n_prompts": Scaled(0.5)})},
+    variants={**_PPO_VARIANTS, **_RM_VARIANTS, **_BIG_VARIANTS, "comparisons_scaled": ("comparisons", {"n_prompts": Scaled(0.5)}),
+              **_BEYOND_PPO_VARIANTS},
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (TINY, GPU)}

@@ -310,6 +310,11 @@ REFERENCE_SECONDS = {
         "rm_epoch": 17.5,  # one epoch of the reward model on the comparisons stage's rankings
         "ppo_episode": 0.027,  # one PPO episode (rollout, scoring, its share of the update)
         "ppo_ptx_episode": 0.047,  # the same with PPO-ptx's pretraining batches
+        # Notebook 08, measured on the same kind of machine while another training job shared it
+        # (so on the slow side): one DPO pair (two conversations through policy and reference),
+        # one answer of a GRPO group (sampled, scored, its share of the update).
+        "dpo_pair": 0.018,
+        "grpo_answer": 0.012,
     },
 }
 

@@ -11,6 +11,7 @@ from helpers.exercises.checking import (  # noqa: F401 - names the tests and not
 )
 from helpers.exercises import base_model, evaluation, ppo, rankings, sft  # noqa: E402,F401 - registers them
 from helpers.exercises import overoptimization  # noqa: E402,F401 - registers them
+from helpers.exercises import beyond_ppo  # noqa: E402,F401 - registers them
 from helpers.exercises.base_model import (  # noqa: F401 - the known bugs, for the tests
     _ntl_mask_wrong_side, _ntl_mean_of_sequence_means, _ntl_no_shift, _ntl_padding_in_mean,
     _ntl_shift_backwards, _ntl_sum, _sample_argmax, _sample_dividing_by_zero, _sample_ignoring_t,
