@@ -315,6 +315,12 @@ REFERENCE_SECONDS = {
         # one answer of a GRPO group (sampled, scored, its share of the update).
         "dpo_pair": 0.018,
         "grpo_answer": 0.012,
+        # The bigger model (notebook 06): an SFT epoch measured alone in a run of notebook 06; its
+        # PPO episodes as the ratio to the small model's measured side by side on a shared machine
+        # (so rougher).
+        "sft_big_epoch": 33.0,
+        "ppo_big_episode": 0.039,
+        "ppo_ptx_big_episode": 0.1,
     },
 }
 
