@@ -53,14 +53,6 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(vocabulary.encode("utf-8")).hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _compared(settings: dict) -> dict:
     return {key: value for key, value in settings.items() if key not in _NOT_COMPARED}
 
@@ -74,13 +66,8 @@ def _read_manifest(where: Path) -> dict | None:
 
 def checksum_problem(where: Path, manifest: dict) -> str | None:
     """None when every file the manifest lists is there with its checksum, else what is wrong."""
-    for name, expected in manifest.get("sha256", {}).items():
-        path = where / name
-        if not path.is_file():
-            return f"{path} is missing"
-        if _sha256(path) != expected:
-            return f"{path} does not match its checksum (a damaged download, or a git-lfs pointer?)"
-    return None
+    problem = stages.checksum_problem(where, manifest.get("sha256", {}))
+    return None if problem is None else f"{where}: {problem}: a damaged download, or a git-lfs pointer?"
 
 
 def find(stage: str, settings: dict, tokenizer) -> tuple[Path | None, str]:
@@ -133,7 +120,7 @@ def export(stage: str, artifact: Path, out: Path, command: str) -> dict:
         "metrics": info.get("metrics", {}),
         "made_with": {"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                       "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")},
-        "sha256": {path.name: _sha256(path) for path in sorted(out.iterdir()) if path.name != MANIFEST},
+        "sha256": {path.name: stages.sha256_of(path) for path in sorted(out.iterdir()) if path.name != MANIFEST},
     }
     files.replace_file(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
     return manifest

@@ -384,7 +384,7 @@ def _file_sizes(folder: Path) -> dict[str, int]:
             for file in sorted(folder.rglob("*")) if file.is_file() and file.name != INFO_FILE}
 
 
-def _sha256(file: Path) -> str:
+def sha256_of(file: Path) -> str:
     with open(file, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
@@ -393,7 +393,7 @@ def _checksums(folder: Path) -> dict[str, str]:
     """SHA-256 of every file of an artifact folder (stage.json aside), by relative path. Hashing
     runs at about 1 GB/s: milliseconds for the tiny profile's few MB, about a second at most for
     a gpu-profile model."""
-    return {file.relative_to(folder).as_posix(): _sha256(file)
+    return {file.relative_to(folder).as_posix(): sha256_of(file)
             for file in sorted(folder.rglob("*")) if file.is_file() and file.name != INFO_FILE}
 
 
@@ -407,11 +407,16 @@ def _damage(path: Path, info: dict) -> str | None:
             return f"{name} is missing"
         if file.stat().st_size != size:
             return f"{name} has {file.stat().st_size:,} bytes instead of {size:,}"
-    for name, digest in (info.get("sha256") or {}).items():
-        file = path / name
+    return checksum_problem(path, info.get("sha256") or {})
+
+
+def checksum_problem(folder: Path, digests: dict[str, str]) -> str | None:
+    """What is wrong with the files ``digests`` lists (name -> SHA-256) in ``folder``, or None."""
+    for name, digest in digests.items():
+        file = folder / name
         if not file.is_file():
             return f"{name} is missing"
-        if _sha256(file) != digest:
+        if sha256_of(file) != digest:
             return f"{name} changed since it was saved (its SHA-256 differs)"
     return None
 
