@@ -168,7 +168,7 @@ def _load_shipped(shipped: Path, config: dict, inputs: dict, out_dir: Path) -> d
     history_file = shipped / stages.HISTORY_FILE
     history = json.loads(history_file.read_text(encoding="utf-8")) if history_file.is_file() else None
     save_model(out_dir, model, tok, history)
-    heldout = world.heldout_corpus(seed=config["corpus_seed"], n_docs=config["heldout_docs"])
+    heldout = _data(config).heldout_corpus(seed=config["corpus_seed"], n_docs=config["heldout_docs"])
     # Measured again on the weights as shipped (half precision), not copied from the manifest.
     return {**manifest["metrics"], "shipped": True,
             "heldout_loss": heldout_loss(model, tok, heldout, seq_len=config["seq_len"], batch_size=16)}

@@ -109,9 +109,8 @@ _PPO_VARIANTS = {"ppo_ptx": ("ppo", {"ptx_coef": PTX_COEF}),
                  "ppo_low_beta_long": ("ppo", {"kl_coef": LOW_BETA, "total_episodes": Scaled(2)})}
 
 # Notebook 06's second model size: SFT, PPO and PPO-ptx from the bigger base, with the small
-# model's settings, except that the wider model's SFT takes half the step (as a wider model's
-# pretraining does): at the small model's step it forgets more of its pretraining and answers
-# worse (``benchmarks/figure1.py`` compares the sizes).
+# model's settings, except that the wider model's SFT takes half the step, as a wider model's
+# pretraining does (``benchmarks/figure1.py`` compares the sizes).
 _BIG_VARIANTS = {"sft_big": ("sft", {"learning_rate": Scaled(0.5)}), "ppo_big": ("ppo", {}),
                  "ppo_ptx_big": ("ppo", {"ptx_coef": PTX_COEF})}
 
